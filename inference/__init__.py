@@ -1,0 +1,18 @@
+"""Objectives, bounds, evaluation and the SVI training loop."""
+
+from pyrovae.inference.annealing import parse_schedule
+from pyrovae.inference.evaluation import evaluate_elbo
+from pyrovae.inference.log_weights import elbo_terms, log_weights
+from pyrovae.inference.objectives import OBJECTIVES, make_objective
+from pyrovae.inference.training import TrainConfig, Trainer
+
+__all__ = [
+    "OBJECTIVES",
+    "TrainConfig",
+    "Trainer",
+    "elbo_terms",
+    "evaluate_elbo",
+    "log_weights",
+    "make_objective",
+    "parse_schedule",
+]

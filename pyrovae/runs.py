@@ -1,0 +1,140 @@
+"""A run directory: configuration, building the model, training, reloading.
+
+``RUN_DIR`` holds ``config.json`` (every setting), ``checkpoint.pt`` (written
+atomically after every epoch), ``metrics.csv`` (one row per completed epoch,
+rewritten from the checkpoint's history so it never holds an epoch twice),
+``samples.png`` and ``reconstructions.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+import pyro
+import torch
+from torch import nn
+
+from pyrovae.checkpoint import CHECKPOINT, CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
+from pyrovae.data import Dataset, load_dataset
+from pyrovae.guides import NormalGuide
+from pyrovae.inference.training import METRICS, TrainConfig, Trainer, load_params, register_params
+from pyrovae.models import VAE
+from pyrovae.nets import Decoder, GaussianEncoder
+from pyrovae.plots import save_reconstructions, save_samples
+
+RUN_FILES = ("config.json", CHECKPOINT, "metrics.csv", "bounds.csv", "samples.png", "reconstructions.png")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to rebuild a run's model and continue its training."""
+
+    dataset: str = "mnist-5k"  # a name in pyrovae.data.DATASETS
+    data_dir: str | None = None  # where the data files are (unused by mnist-5k)
+    latent_dim: int = 20  # size of z
+    hidden: tuple[int, ...] = (400, 400)  # encoder hidden widths; the decoder mirrors them
+    activation: str = "relu"  # a name in pyrovae.nets.ACTIVATIONS
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        d = dict(d)
+        return cls(**{**d, "hidden": tuple(d["hidden"]), "train": TrainConfig(**d["train"])})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(config: RunConfig, data_dim: int) -> tuple[nn.Module, nn.Module]:
+    """The VAE model and its diagonal-Normal guide, on the CPU."""
+    encoder = GaussianEncoder(data_dim, config.latent_dim, config.hidden, config.activation)
+    decoder = Decoder(config.latent_dim, data_dim, tuple(reversed(config.hidden)), config.activation)
+    return VAE(decoder, config.latent_dim), NormalGuide(encoder)
+
+
+def train_run(
+    config: RunConfig, out: str | Path, *, resume: bool = False, force: bool = False, progress: bool = True
+) -> list[dict[str, float]]:
+    """Train (or continue training) the run in ``out``; returns the metrics history."""
+    out = Path(out)
+    if out.exists() and not (resume or force):
+        raise FileExistsError(f"{out} already exists; pass --resume to continue it or --force to start over")
+    device = resolve_device(config.device)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(config.train.seed)
+    data = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
+    model, guide = (m.to(device) for m in build_model(config, data.data_dim))
+    trainer = Trainer(model, guide, data, config.train, progress=progress)
+    if resume:
+        trainer.load_state_dict(load_checkpoint(out / CHECKPOINT)["trainer"])
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        atomic_write_text(out / "config.json", config.to_json())
+    while trainer.epoch < config.train.epochs:
+        row = trainer.train_epoch()
+        state = {
+            "config": dataclasses.asdict(config),
+            "data_dim": data.data_dim,
+            "image_shape": data.image_shape,
+            "trainer": trainer.state_dict(),
+        }
+        save_checkpoint(out / CHECKPOINT, state)
+        write_metrics(out / "metrics.csv", trainer.history)
+        print(
+            f"epoch {row['epoch']:>3}  train ELBO {row['train_elbo']:9.3f}  test ELBO {row['test_elbo']:9.3f}  "
+            f"KL {row['kl']:7.3f}  beta {row['beta']:.3g}  {row['seconds']:6.1f}s",
+            flush=True,
+        )
+    write_metrics(out / "metrics.csv", trainer.history)
+    save_figures(model, guide, data, out)
+    return trainer.history
+
+
+def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
+    atomic_write_text(path, pd.DataFrame(history, columns=list(METRICS)).to_csv(index=False))
+
+
+def save_figures(model: nn.Module, guide: nn.Module, data: Dataset, out: Path) -> None:
+    save_samples(model, data.image_shape, out / "samples.png")
+    save_reconstructions(
+        model, guide, next(data.eval_batches("test", 32)), data.image_shape, out / "reconstructions.png"
+    )
+
+
+class LoadedRun(NamedTuple):
+    config: RunConfig
+    model: nn.Module
+    guide: nn.Module
+    image_shape: tuple[int, ...]
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
+    """Rebuild a run's model and guide with its trained parameters, on ``device``."""
+    state = load_checkpoint(Path(run_dir) / CHECKPOINT)
+    try:
+        config = RunConfig.from_dict(state["config"])
+        pyro.clear_param_store()
+        model, guide = (m.to(resolve_device(device)) for m in build_model(config, state["data_dim"]))
+        register_params(model, guide, torch.zeros(2, state["data_dim"], device=resolve_device(device)))
+        load_params(state["trainer"]["params"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{Path(run_dir) / CHECKPOINT}: does not fit this version of pyrovae ({e})") from None
+    return LoadedRun(config, model, guide, tuple(state["image_shape"]))
+
+
+def load_run_data(config: RunConfig, device: str = "auto") -> Dataset:
+    return load_dataset(config.dataset, data_dir=config.data_dir, device=resolve_device(device))

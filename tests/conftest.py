@@ -1,0 +1,66 @@
+"""Shared fixtures: a clean param store, seeded RNGs and Pyro validation for every test."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from pyrovae.guides import NormalGuide
+from pyrovae.models import VAE
+
+from pyrovae.data import Dataset
+from pyrovae.nets import Decoder, GaussianEncoder
+
+
+@pytest.fixture(autouse=True)
+def clean_pyro():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    pyro.enable_validation(True)
+    yield
+    pyro.clear_param_store()
+
+
+def binary_images(n: int, dim: int = 784, seed: int = 0) -> np.ndarray:
+    """Binary rows with structure an autoencoder can learn: noisy copies of 4 prototypes."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((4, dim)) < 0.3
+    rows = prototypes[rng.integers(0, 4, n)]
+    flips = rng.random((n, dim)) < 0.05
+    return (rows ^ flips).astype(np.uint8)
+
+
+def write_amat(path: Path, rows: np.ndarray) -> None:
+    text = "".join(" ".join(map(str, row)) + "\n" for row in rows)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt") as f:
+        f.write(text)
+
+
+@pytest.fixture
+def amat_dir(tmp_path: Path) -> Path:
+    """A small binarized-MNIST directory (120 / 40 / 40 rows) in the real .amat.gz format."""
+    d = tmp_path / "binarized_mnist"
+    d.mkdir()
+    for i, (split, n) in enumerate((("train", 120), ("valid", 40), ("test", 40))):
+        write_amat(d / f"binarized_mnist_{split}.amat.gz", binary_images(n, seed=i))
+    return d
+
+
+@pytest.fixture
+def small_data() -> Dataset:
+    """A tiny binary data set of 16-pixel images, resident on the CPU."""
+    x = torch.as_tensor(binary_images(80, dim=16), dtype=torch.float32)
+    return Dataset("tiny", {"train": x[:60], "test": x[60:]}, image_shape=(1, 4, 4))
+
+
+def make_vae(data_dim: int = 12, latent_dim: int = 3, hidden: tuple[int, ...] = (8,)) -> tuple[VAE, NormalGuide]:
+    """A small VAE model and guide."""
+    return (
+        VAE(Decoder(latent_dim, data_dim, hidden), latent_dim),
+        NormalGuide(GaussianEncoder(data_dim, latent_dim, hidden)),
+    )

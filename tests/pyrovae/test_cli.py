@@ -1,0 +1,85 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+from pyrovae.inference import objectives
+from pyrovae.inference.training import METRICS
+
+from pyrovae import cli, data, nets
+
+SMALL = ["--hidden", "32", "--latent-dim", "3", "--batch-size", "40", "--no-progress"]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+def train(amat_dir: Path, out: Path, *extra: str) -> int:
+    args = ["train", "--dataset", "binarized-mnist", "--data-dir", str(amat_dir), "--out", str(out), *SMALL]
+    return cli.main([*args, *extra])
+
+
+def test_one_epoch_writes_every_file(amat_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    assert train(amat_dir, out, "--epochs", "1") == 0
+    assert "final test ELBO" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} == {
+        "config.json",
+        "checkpoint.pt",
+        "metrics.csv",
+        "samples.png",
+        "reconstructions.png",
+    }
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert list(metrics.columns) == list(METRICS) and metrics["epoch"].tolist() == [1]
+    assert png_size(out / "samples.png") == (242, 242)  # 8 x 8 digits of 28 px, 2 px padding
+
+
+def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(amat_dir: Path, tmp_path: Path):
+    assert train(amat_dir, tmp_path / "straight", "--epochs", "3") == 0
+    assert train(amat_dir, tmp_path / "split", "--epochs", "1") == 0
+    assert cli.main(["train", "--out", str(tmp_path / "split"), "--resume", "--epochs", "3", "--no-progress"]) == 0
+    straight, split = (pd.read_csv(tmp_path / r / "metrics.csv").drop(columns="seconds") for r in ("straight", "split"))
+    pd.testing.assert_frame_equal(straight, split)
+
+
+def test_existing_out_is_refused_and_left_untouched(amat_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert train(amat_dir, out, "--epochs", "1") == 2
+    assert "--resume" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_evaluate_and_sample_read_the_run(amat_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    assert train(amat_dir, out, "--epochs", "1") == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), "--split", "valid"]) == 0
+    assert "valid ELBO" in capsys.readouterr().out
+    assert cli.main(["sample", str(out), "--n", "16", "--out", str(tmp_path / "s.png")]) == 0
+    assert png_size(tmp_path / "s.png") == (242, 62)
+
+
+def test_evaluate_without_checkpoint_is_a_clear_error(tmp_path: Path, capsys):
+    assert cli.main(["evaluate", str(tmp_path)]) == 2
+    assert "checkpoint.pt" in capsys.readouterr().err
+
+
+def test_cli_choices_match_the_library():
+    assert cli.DATASETS == data.DATASETS
+    assert cli.OBJECTIVES == objectives.OBJECTIVES
+    assert set(cli.ACTIVATIONS) == set(nets.ACTIVATIONS)
+
+
+def test_help_lists_the_commands_and_imports_no_torch():
+    code = "import sys; from pyrovae import cli; cli._parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
