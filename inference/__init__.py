@@ -1,6 +1,7 @@
 """Objectives, bounds, evaluation and the SVI training loop."""
 
 from pyrovae.inference.annealing import parse_schedule
+from pyrovae.inference.diagnostics import active_units, posterior_means
 from pyrovae.inference.evaluation import evaluate_elbo
 from pyrovae.inference.log_weights import elbo_terms, log_weights
 from pyrovae.inference.objectives import OBJECTIVES, make_objective
@@ -10,9 +11,11 @@ __all__ = [
     "OBJECTIVES",
     "TrainConfig",
     "Trainer",
+    "active_units",
     "elbo_terms",
     "evaluate_elbo",
     "log_weights",
     "make_objective",
     "parse_schedule",
+    "posterior_means",
 ]

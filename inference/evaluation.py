@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
+
 from pyrovae.inference.log_weights import elbo_terms
 
 

@@ -20,14 +20,14 @@ import pyro.util
 import torch
 from pyro import poutine
 from pyro.infer.util import zero_grads
-from pyrovae.inference.annealing import parse_schedule
-from pyrovae.inference.evaluation import evaluate_elbo
-from pyrovae.inference.log_weights import elbo_terms
-from pyrovae.inference.objectives import make_objective
 from torch import nn
 from tqdm.auto import tqdm
 
 from pyrovae.data import Dataset
+from pyrovae.inference.annealing import parse_schedule
+from pyrovae.inference.evaluation import evaluate_elbo
+from pyrovae.inference.log_weights import elbo_terms
+from pyrovae.inference.objectives import make_objective
 
 METRICS = ("epoch", "train_elbo", "test_elbo", "reconstruction", "kl", "beta", "train_loss", "seconds")
 

@@ -9,10 +9,10 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from pyrovae.guides import NormalGuide
-from pyrovae.models import VAE
 
 from pyrovae.data import Dataset
+from pyrovae.guides import NormalGuide
+from pyrovae.models import VAE
 from pyrovae.nets import Decoder, GaussianEncoder
 
 

@@ -1,7 +1,7 @@
 import torch
 from pyro import poutine
-from pyrovae.guides import NormalGuide
 
+from pyrovae.guides import NormalGuide
 from pyrovae.nets import GaussianEncoder
 
 

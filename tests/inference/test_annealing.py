@@ -1,4 +1,5 @@
 import pytest
+
 from pyrovae.inference import parse_schedule
 
 

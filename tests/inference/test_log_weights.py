@@ -1,8 +1,10 @@
 import pyro.distributions as dist
 import pytest
 import torch
-from linear_gaussian import LinearGaussian
+
 from pyrovae.inference import elbo_terms, log_weights
+
+from linear_gaussian import LinearGaussian
 
 
 @pytest.mark.parametrize("num_particles", [1, 7])

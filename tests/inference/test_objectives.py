@@ -1,8 +1,10 @@
 import pytest
 import torch
-from conftest import make_vae
 from pyro.distributions.kl import kl_divergence
+
 from pyrovae.inference import log_weights, make_objective
+
+from conftest import make_vae
 
 
 def binary(n: int, dim: int = 12) -> torch.Tensor:

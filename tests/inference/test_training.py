@@ -3,11 +3,12 @@ import math
 import pyro
 import pytest
 import torch
-from conftest import binary_images, make_vae
 from pyro.distributions.kl import kl_divergence
-from pyrovae.inference import TrainConfig, Trainer
 
 from pyrovae.data import Dataset
+from pyrovae.inference import TrainConfig, Trainer
+
+from conftest import binary_images, make_vae
 
 CONFIG = TrainConfig(epochs=2, batch_size=16, lr=1e-2, eval_batch_size=25)
 

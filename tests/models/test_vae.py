@@ -1,9 +1,10 @@
 import pyro
 import pytest
 import torch
-from conftest import make_vae
 from pyro import poutine
 from pyro.infer import Predictive
+
+from conftest import make_vae
 
 
 def test_model_sites_shapes_and_plate():

@@ -5,10 +5,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from PIL import Image
-from pyrovae.inference import objectives
-from pyrovae.inference.training import METRICS
 
 from pyrovae import cli, data, nets
+from pyrovae.inference import objectives
+from pyrovae.inference.training import METRICS
 
 SMALL = ["--hidden", "32", "--latent-dim", "3", "--batch-size", "40", "--no-progress"]
 

@@ -3,9 +3,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import binary_images, write_amat
 
 from pyrovae.data import BINARIZE_SEED, DataError, Dataset, load_dataset, read_amat
+
+from conftest import binary_images, write_amat
 
 
 @pytest.mark.parametrize("suffix", [".amat", ".amat.gz"])
