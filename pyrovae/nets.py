@@ -32,6 +32,18 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "rel
     return nn.Sequential(*layers)
 
 
+def broadcast_cat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate on the last dim after broadcasting the leading (batch) dims.
+
+    A latent inside a particle plate has shape ``(k, B, D)`` while x or a label is
+    ``(B, D')``; both become ``(k, B, D + D')``.
+    """
+    if len(tensors) == 1:
+        return tensors[0]
+    batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    return torch.cat([t.expand(*batch, t.shape[-1]) for t in tensors], dim=-1)
+
+
 def positive_scale(raw: torch.Tensor, min_scale: float = 1e-4) -> torch.Tensor:
     """Map an unconstrained tensor to a positive scale.
 
@@ -43,40 +55,60 @@ def positive_scale(raw: torch.Tensor, min_scale: float = 1e-4) -> torch.Tensor:
 
 
 class GaussianEncoder(nn.Module):
-    """x -> (loc, scale) of a diagonal Normal over a ``latent_dim``-vector.
+    """inputs -> (loc, scale) of a diagonal Normal over a ``latent_dim``-vector.
 
-    :param in_dim: size of the (flattened) input, including any conditioning.
+    The inputs (x, and any conditioning such as a one-hot label or an upstream
+    latent) are concatenated by :func:`broadcast_cat`.
+
+    :param in_dim: size of the concatenated inputs.
     :param latent_dim: size of z.
     :param hidden: widths of the hidden layers.
     :param activation: one of :data:`ACTIVATIONS`.
+    :param net: a network ``(..., in_dim) -> (..., 2 * latent_dim)`` to use instead
+        of the MLP (e.g. :class:`pyrovae.conv.ConvEncoderNet`).
     """
 
     def __init__(
-        self, in_dim: int, latent_dim: int, hidden: Sequence[int] = (400, 400), activation: str = "relu"
+        self,
+        in_dim: int,
+        latent_dim: int,
+        hidden: Sequence[int] = (400, 400),
+        activation: str = "relu",
+        *,
+        net: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
-        self.net = mlp(in_dim, hidden, 2 * latent_dim, activation)
+        self.net = mlp(in_dim, hidden, 2 * latent_dim, activation) if net is None else net
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, raw_scale = self.net(x).split(self.latent_dim, dim=-1)  # (..., D) each
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw_scale = self.net(broadcast_cat(inputs)).split(self.latent_dim, dim=-1)  # (..., D) each
         return loc, positive_scale(raw_scale)
 
 
 class Decoder(nn.Module):
-    """z -> the parameters of p(x | z): an ``out_dim``-vector per latent (logits for Bernoulli).
+    """inputs -> the parameters of p(x | inputs): an ``out_dim``-vector (logits for Bernoulli).
 
-    :param latent_dim: size of z (including any conditioning concatenated to it).
-    :param out_dim: size of the (flattened) data.
+    :param latent_dim: size of the concatenated inputs (z and any conditioning).
+    :param out_dim: size of the likelihood's parameters (the data size, twice it
+        for a learned-scale Gaussian).
     :param hidden: widths of the hidden layers.
     :param activation: one of :data:`ACTIVATIONS`.
+    :param net: a network ``(..., latent_dim) -> (..., out_dim)`` to use instead
+        of the MLP (e.g. :class:`pyrovae.conv.ConvDecoderNet`).
     """
 
     def __init__(
-        self, latent_dim: int, out_dim: int, hidden: Sequence[int] = (400, 400), activation: str = "relu"
+        self,
+        latent_dim: int,
+        out_dim: int,
+        hidden: Sequence[int] = (400, 400),
+        activation: str = "relu",
+        *,
+        net: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.net = mlp(latent_dim, hidden, out_dim, activation)
+        self.net = mlp(latent_dim, hidden, out_dim, activation) if net is None else net
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(broadcast_cat(inputs))

@@ -1,0 +1,97 @@
+"""The one generative model function every pyrovae model runs: a :class:`~pyrovae.graph.LatentGraph`.
+
+    z_l ~ p(z_l | pa(z_l))   for each latent l, parents first
+    x   ~ p(x | pa(x))       observed
+
+Latents without parents have the standard Normal prior; a VAE, a conditional VAE
+(x's parents include a label y), a hierarchical VAE (z_1's parent is z_2) and
+the autoencoder baselines (every latent masked out of the objective) differ
+only in their nodes. :class:`pyrovae.models.VAE` is the one-latent case.
+
+References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014;
+Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016 (hierarchies);
+K. Sohn, H. Lee, X. Yan, "Learning Structured Output Representation using Deep Conditional
+Generative Models", NeurIPS 2015 (conditioning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from pyro.infer.util import is_validation_enabled
+from torch import nn
+
+from pyrovae.graph import LatentGraph, Node
+from pyrovae.models.likelihoods import Likelihood, Observation
+from pyrovae.primitives import data_plate, kl_scale
+
+
+class LatentModel(LatentGraph):
+    """p(x, z | inputs) as a Pyro model.
+
+    :param latents: latent nodes, each after its parents.
+    :param observation: the node of x; its conditional is an
+        :class:`~pyrovae.models.likelihoods.Observation`.
+    :param conditionals: module key -> conditional; parentless latents use
+        :class:`~pyrovae.graph.StandardNormal`.
+    :param inputs: conditioning inputs, name -> number of classes.
+    :param autoencoder: mask the latents out of the objective (see :class:`LatentGraph`).
+    """
+
+    def __init__(
+        self,
+        latents: Sequence[Node],
+        observation: Node,
+        conditionals: Mapping[str, nn.Module],
+        inputs: Mapping[str, int] | None = None,
+        *,
+        autoencoder: bool = False,
+    ) -> None:
+        super().__init__([*latents, observation], conditionals, inputs, autoencoder=autoencoder)
+        if observation.site != "x" or not isinstance(self.conditionals[observation.module], Observation):
+            raise ValueError("the observation node must be the site 'x' with an Observation conditional")
+
+    @property
+    def latents(self) -> tuple[Node, ...]:
+        return self.nodes[:-1]
+
+    @property
+    def observation(self) -> Node:
+        return self.nodes[-1]
+
+    @property
+    def observation_likelihood(self) -> Likelihood:
+        return self.conditionals[self.observation.module].likelihood
+
+    def forward(
+        self,
+        x: torch.Tensor | None = None,
+        *inputs: torch.Tensor,
+        beta: float = 1.0,
+        num_data: int | None = None,
+        batch_size: int | None = None,
+    ) -> torch.Tensor:
+        """The Pyro model.
+
+        :param x: observed minibatch ``(B, data_dim)``, or ``None`` to generate.
+        :param inputs: the conditioning inputs named in ``inputs`` (e.g. labels ``(B,)``).
+        :param beta: weight of the KL term (beta-VAE); the latent sites are scaled by it.
+        :param num_data: full data-set size N; the data plate then scales by N / B.
+        :param batch_size: how many datapoints to generate when neither x nor an input is given.
+        :returns: the value of ``x`` (observed, or sampled when generating).
+        """
+        self.register()
+        values = self.start(x, inputs)
+        given = x if x is not None else (inputs[0] if inputs else None)
+        if given is None and batch_size is None:
+            raise ValueError("give either x or batch_size")
+        size = given.shape[0] if given is not None else batch_size
+        device = given.device if given is not None else next(self.buffers()).device
+        if x is not None and is_validation_enabled():
+            self.observation_likelihood.check(x)
+        with data_plate(size, num_data, device):
+            with kl_scale(self.beta(beta)):
+                for node in self.latents:
+                    self.sample(node, values)
+            return self.sample(self.observation, values, obs=x)

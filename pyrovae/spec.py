@@ -1,0 +1,353 @@
+"""Declarative models: a latent-variable model and its guide from a TOML spec.
+
+A spec names the latent layers (size, what the prior and the encoder of each
+are conditioned on, their hidden widths), the conditioning inputs, the
+likelihood of x and the network architecture; :func:`build` turns it into a
+:class:`~pyrovae.models.latent.LatentModel` and an
+:class:`~pyrovae.guides.amortized.AmortizedGuide`. The built-in families are
+spec files in ``pyrovae/models/specs`` (:data:`BUILTIN`)::
+
+    likelihood = "bernoulli"          # bernoulli | gaussian | learned-gaussian | continuous-bernoulli
+    guide = "diag"                    # diag | full | delta (point mass: an autoencoder)
+    [inputs]
+    y = 10                            # a class label, one-hot over 10 classes
+    [[latent]]
+    name = "z"
+    size = 20
+    given = []                        # p(z | given); [] is N(0, I)
+    encoder = { given = ["x", "y"], hidden = [400, 400] }   # q(z | given)
+    [x]
+    given = ["z", "y"]                # p(x | z, y)
+    hidden = [400, 400]
+
+Optional top-level keys: ``arch`` (mlp | conv), ``activation``, ``hidden`` (the
+default widths of every network), ``obs_scale``, ``min_obs_scale``, ``corruption``
+(with ``guide = "delta"``), ``description``; ``x.size`` fixes the data size.
+
+References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from pyrovae.conv import make_net
+from pyrovae.graph import Node, StandardNormal
+from pyrovae.guides import GUIDES, AmortizedGuide, conditional, guide_outputs
+from pyrovae.guides.delta import Corruption
+from pyrovae.models.latent import LatentModel
+from pyrovae.models.likelihoods import LIKELIHOODS, Likelihood, Observation
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+BUILTIN = ("vae", "cvae", "hvae", "ae", "dae")  # spec files shipped in pyrovae/models/specs
+ARCHS = ("mlp", "conv")
+DEFAULT_HIDDEN = (400, 400)
+TOP_KEYS = {"description", "likelihood", "guide", "arch", "activation", "hidden", "obs_scale", "min_obs_scale"}
+TOP_KEYS |= {"corruption", "inputs", "latent", "x"}
+
+
+class SpecError(ValueError):
+    """A spec is invalid; the message names the field and what it should be."""
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A conditional's parents and the hidden widths of its network."""
+
+    given: tuple[str, ...] = ()  # the values it reads ("x", an input, a latent)
+    hidden: tuple[int, ...] = DEFAULT_HIDDEN  # hidden widths (ignored when given is empty)
+
+
+@dataclass(frozen=True)
+class LatentSpec:
+    name: str  # the Pyro site name
+    size: int  # dimensions
+    prior: NetSpec  # p(z | prior.given); N(0, I) when prior.given is empty
+    encoder: NetSpec  # q(z | encoder.given)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A validated spec; latents in the file's order (see :func:`order` for the samplers' orders)."""
+
+    latents: tuple[LatentSpec, ...]
+    x: NetSpec  # p(x | x.given)
+    likelihood: Likelihood = field(default_factory=Likelihood)
+    inputs: tuple[tuple[str, int], ...] = ()  # conditioning inputs (name, number of classes)
+    guide: str = "diag"  # diag | full | delta
+    arch: str = "mlp"  # mlp | conv (networks reading or writing x)
+    activation: str = "relu"  # a name in pyrovae.nets.ACTIVATIONS
+    corruption: str = "none"  # the point-mass guide's input corruption (denoising autoencoder)
+    data_dim: int | None = None  # x.size, when the spec fixes it
+
+
+def builtin_path(name: str) -> Path:
+    """The spec file of a built-in family."""
+    if name not in BUILTIN:
+        raise SpecError(f"unknown model {name!r}; choose from {', '.join(BUILTIN)} or give --spec FILE")
+    return Path(str(resources.files("pyrovae.models") / "specs" / f"{name}.toml"))
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """The raw TOML table of a spec file."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the spec ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path}: not valid TOML ({e})") from None
+
+
+def load(spec: str | Path | Mapping[str, Any] | ModelSpec) -> ModelSpec:
+    """A validated :class:`ModelSpec` from a file, a built-in name, a parsed TOML table or a ModelSpec."""
+    if isinstance(spec, ModelSpec):
+        return spec
+    if isinstance(spec, Mapping):
+        return parse(spec)
+    return parse(read(builtin_path(str(spec)) if str(spec) in BUILTIN else spec))
+
+
+def _ints(value: Any, where: str, *, what: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
+        raise SpecError(f"spec: {where}: expected {what} (a list of positive integers), got {value!r}")
+    return tuple(value)
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"spec: {where}: expected a list of names, got {value!r}")
+    return tuple(value)
+
+
+def _choice(table: Mapping, key: str, choices: Sequence[str], default: str) -> str:
+    value = table.get(key, default)
+    if value not in choices:
+        raise SpecError(f"spec: {key}: unknown {value!r}; choose from {', '.join(choices)}")
+    return value
+
+
+def _net(table: Any, where: str, hidden: tuple[int, ...]) -> NetSpec:
+    if not isinstance(table, Mapping):
+        raise SpecError(f"spec: {where}: expected a table with 'given' and optionally 'hidden'")
+    unknown = set(table) - {"given", "hidden"}
+    if unknown:
+        raise SpecError(f"spec: {where}: unknown keys {sorted(unknown)}; a network has 'given' and 'hidden'")
+    return NetSpec(
+        _names(table.get("given", []), f"{where}.given"),
+        _ints(table["hidden"], f"{where}.hidden", what="hidden widths") if "hidden" in table else hidden,
+    )
+
+
+def _latent(table: Any, i: int, hidden: tuple[int, ...]) -> LatentSpec:
+    where = f"latent[{i}]"
+    if not isinstance(table, Mapping):
+        raise SpecError(f"spec: {where}: expected a table ([[latent]])")
+    unknown = set(table) - {"name", "size", "given", "hidden", "encoder", "prior"}
+    if unknown:
+        raise SpecError(f"spec: {where}: unknown keys {sorted(unknown)}")
+    name = table.get("name")
+    if not isinstance(name, str) or not name.isidentifier() or name == "x":
+        raise SpecError(f"spec: {where}.name: missing or invalid ({name!r}); give an identifier other than 'x'")
+    size = table.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise SpecError(f"spec: {where}.size: missing or invalid ({size!r}); give the dimensions of {name!r}")
+    if table.get("prior", "normal") != "normal":
+        raise SpecError(f"spec: {where}.prior: unknown {table['prior']!r}; the prior is 'normal'")
+    if "encoder" not in table:
+        raise SpecError(f"spec: {where}.encoder: missing; give q({name} | ...) as {{ given = [...] }}")
+    prior = _net({k: table[k] for k in ("given", "hidden") if k in table}, where, hidden)
+    return LatentSpec(name, size, prior, _net(table["encoder"], f"{where}.encoder", hidden))
+
+
+def order(latents: Sequence[LatentSpec], key: str, known: set[str]) -> list[LatentSpec]:
+    """``latents`` sorted so that each comes after the latents its ``key`` net ("prior" or "encoder") reads."""
+    names = {z.name: i for i, z in enumerate(latents)}
+    for i, z in enumerate(latents):
+        for parent in getattr(z, key).given:
+            if parent not in known and parent not in names:
+                raise SpecError(
+                    f"spec: latent[{i}].{key}.given: unknown {parent!r}; known: {sorted(known | set(names))}"
+                )
+    ordered: list[LatentSpec] = []
+    while len(ordered) < len(latents):
+        done = {z.name for z in ordered}
+        ready = [z for z in latents if z.name not in done and set(getattr(z, key).given) - known <= done]
+        if not ready:
+            stuck = sorted(set(names) - done)
+            raise SpecError(f"spec: latent[*].{key}.given: the latents {stuck} form a cycle")
+        ordered += ready
+    return ordered
+
+
+def parse(table: Mapping[str, Any]) -> ModelSpec:
+    """Validate a parsed TOML table; every error names its field."""
+    unknown = set(table) - TOP_KEYS
+    if unknown:
+        raise SpecError(f"spec: unknown keys {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
+    if "likelihood" not in table:
+        raise SpecError(f"spec: likelihood: missing; choose from {', '.join(LIKELIHOODS)}")
+    name = _choice(table, "likelihood", LIKELIHOODS, "bernoulli")
+    scales = {k: float(table[k]) for k in ("obs_scale", "min_obs_scale") if k in table}
+    hidden = _ints(table["hidden"], "hidden", what="hidden widths") if "hidden" in table else DEFAULT_HIDDEN
+    inputs = table.get("inputs", {})
+    if not isinstance(inputs, Mapping) or not all(isinstance(v, int) and v > 1 for v in inputs.values()):
+        raise SpecError(f"spec: inputs: expected name = number of classes (> 1), got {inputs!r}")
+    latents = table.get("latent")
+    if not isinstance(latents, list) or not latents:
+        raise SpecError("spec: latent: missing; give at least one [[latent]] table with name, size and encoder")
+    parsed = [_latent(z, i, hidden) for i, z in enumerate(latents)]
+    if len({z.name for z in parsed}) < len(parsed) or {z.name for z in parsed} & set(inputs):
+        raise SpecError("spec: latent[*].name: names must be unique and differ from the inputs")
+    if "x" not in table:
+        raise SpecError("spec: x: missing; give p(x | ...) as [x] given = [...]")
+    x_table = table["x"] if isinstance(table["x"], Mapping) else {}
+    data_dim = x_table.get("size")
+    if data_dim is not None and (not isinstance(data_dim, int) or data_dim <= 0):
+        raise SpecError(f"spec: x.size: expected a positive integer, got {data_dim!r}")
+    x = _net({k: v for k, v in x_table.items() if k != "size"}, "x", hidden)
+    order(parsed, "encoder", {"x", *inputs})
+    order(parsed, "prior", set(inputs))
+    spec = ModelSpec(
+        latents=tuple(parsed),
+        x=x,
+        likelihood=_likelihood(name, **scales),
+        inputs=tuple(inputs.items()),
+        guide=_choice(table, "guide", GUIDES, "diag"),
+        arch=_choice(table, "arch", ARCHS, "mlp"),
+        activation=table.get("activation", "relu"),
+        corruption=table.get("corruption", "none"),
+        data_dim=data_dim,
+    )
+    return _check(spec)
+
+
+def _likelihood(name: str, **scales: float) -> Likelihood:
+    try:
+        return Likelihood(name, **scales)
+    except ValueError as e:
+        raise SpecError(f"spec: obs_scale: {e}") from None
+
+
+def _check(spec: ModelSpec) -> ModelSpec:
+    known = {z.name for z in spec.latents} | {name for name, _ in spec.inputs}
+    if not spec.x.given or not set(spec.x.given) <= known or not set(spec.x.given) & {z.name for z in spec.latents}:
+        raise SpecError(f"spec: x.given: {list(spec.x.given)} must name at least one latent (and only {sorted(known)})")
+    if spec.corruption != "none" and spec.guide != "delta":
+        raise SpecError("spec: corruption: applies to the autoencoders (guide = 'delta') only")
+    try:
+        Corruption(spec.corruption)
+    except ValueError as e:
+        raise SpecError(f"spec: corruption: {e}") from None
+    return spec
+
+
+def with_options(spec: ModelSpec, **options: Any) -> ModelSpec:
+    """``spec`` with the command line's overrides; an option that is ``None`` keeps the spec's value.
+
+    :param options: ``latent_dim`` (one size per latent, in the spec's order),
+        ``hidden`` (every network: encoders as given, generative networks
+        reversed), ``likelihood``, ``obs_scale``, ``min_obs_scale``, ``guide``,
+        ``arch``, ``activation``, ``corruption``.
+    """
+    o = {k: v for k, v in options.items() if v is not None}
+    latents = list(spec.latents)
+    if "latent_dim" in o:
+        if len(o["latent_dim"]) != len(latents):
+            names = ", ".join(z.name for z in latents)
+            raise SpecError(f"--latent-dim: give {len(latents)} sizes ({names}), got {len(o['latent_dim'])}")
+        latents = [dataclasses.replace(z, size=s) for z, s in zip(latents, o["latent_dim"], strict=True)]
+    x = spec.x
+    if "hidden" in o:
+        forward, backward = tuple(o["hidden"]), tuple(reversed(o["hidden"]))
+        latents = [
+            dataclasses.replace(
+                z,
+                prior=dataclasses.replace(z.prior, hidden=backward),
+                encoder=dataclasses.replace(z.encoder, hidden=forward),
+            )
+            for z in latents
+        ]
+        x = dataclasses.replace(x, hidden=backward)
+    lik = spec.likelihood
+    lik = _likelihood(
+        o.get("likelihood", lik.name), **{k: o.get(k, getattr(lik, k)) for k in ("obs_scale", "min_obs_scale")}
+    )
+    if "guide" in o and (o["guide"] == "delta") != (spec.guide == "delta"):
+        raise SpecError(
+            f"--guide {o['guide']}: this model's guide is {spec.guide!r}; the autoencoders alone use 'delta'"
+        )
+    fields = {k: o[k] for k in ("guide", "arch", "activation", "corruption") if k in o}
+    return _check(dataclasses.replace(spec, latents=tuple(latents), x=x, likelihood=lik, **fields))
+
+
+def build(
+    spec: str | Path | Mapping[str, Any] | ModelSpec,
+    *,
+    data_dim: int | None = None,
+    image_shape: Sequence[int] | None = None,
+) -> tuple[LatentModel, AmortizedGuide]:
+    """The model and guide a spec describes, on the CPU.
+
+    Networks are created guide first, then model, each side in sampling order,
+    so that a given seed gives the same initial weights as the hand-built
+    ``NormalGuide(GaussianEncoder(...))`` and ``VAE(Decoder(...))``.
+
+    :param spec: a spec file, a built-in name (:data:`BUILTIN`), a TOML table or a :class:`ModelSpec`.
+    :param data_dim: size of x; defaults to the spec's ``x.size``.
+    :param image_shape: ``(C, H, W)`` of x, needed by ``arch = "conv"``.
+    """
+    spec = load(spec)
+    data_dim = data_dim or spec.data_dim
+    if data_dim is None:
+        raise SpecError("spec: x.size: missing; give the data size (or pass data_dim)")
+    if spec.data_dim is not None and spec.data_dim != data_dim:
+        raise SpecError(f"spec: x.size: {spec.data_dim}, but the data have {data_dim} dimensions")
+    if spec.arch == "conv" and image_shape is None:
+        raise SpecError("spec: arch: 'conv' needs the image shape of the data (pass image_shape)")
+    dims = {"x": data_dim, **dict(spec.inputs), **{z.name: z.size for z in spec.latents}}
+    inputs = dict(spec.inputs)
+    image = image_shape if spec.arch == "conv" else None
+
+    def conditional_of(family: str, given: tuple[str, ...], size: int, hidden: tuple[int, ...]) -> nn.Module:
+        in_dim = sum(dims[p] for p in given)
+        net = make_net(
+            in_dim, guide_outputs(family, size), hidden, spec.activation, image_shape=image, reads_image=given[0] == "x"
+        )
+        corruption = spec.corruption if given[0] == "x" else "none"
+        return conditional(family, net, in_dim, size, corruption=corruption)
+
+    guide_nodes, guide_modules = [], {}
+    for z in order(spec.latents, "encoder", {"x", *inputs}):
+        given = tuple(sorted(z.encoder.given, key=lambda p: p != "x"))  # x first: a conv net reads it first
+        guide_nodes.append(Node(z.name, given, f"encoder_{z.name}"))
+        guide_modules[f"encoder_{z.name}"] = conditional_of(spec.guide, given, z.size, z.encoder.hidden)
+    model_nodes, model_modules = [], {}
+    for z in order(spec.latents, "prior", set(inputs)):
+        model_nodes.append(Node(z.name, z.prior.given, f"prior_{z.name}"))
+        model_modules[f"prior_{z.name}"] = (
+            conditional_of("diag", z.prior.given, z.size, z.prior.hidden) if z.prior.given else StandardNormal(z.size)
+        )
+    out_dim = spec.likelihood.params_per_pixel * data_dim
+    decoder = make_net(
+        sum(dims[p] for p in spec.x.given),
+        out_dim,
+        spec.x.hidden,
+        spec.activation,
+        image_shape=image,
+        writes_image=True,
+    )
+    model_modules["decoder"] = Observation(decoder, spec.likelihood)
+    autoencoder = spec.guide == "delta"
+    model = LatentModel(model_nodes, Node("x", spec.x.given, "decoder"), model_modules, inputs, autoencoder=autoencoder)
+    return model, AmortizedGuide(guide_nodes, guide_modules, inputs, autoencoder=autoencoder)
