@@ -15,19 +15,24 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
+from pyrovae.data import batch_args
+
 ACTIVE_THRESHOLD = 0.01
 
 
 @torch.no_grad()
-def posterior_means(guide: Callable, batches: Iterable[torch.Tensor], **kwargs) -> dict[str, torch.Tensor]:
+def posterior_means(
+    guide: Callable, batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...]], **kwargs
+) -> dict[str, torch.Tensor]:
     """E_q[z | x] for every latent site of ``guide``, stacked over the data: ``{site: (N, D)}``.
 
     For a site whose distribution depends on a sampled upstream latent (a
     hierarchical guide), this is a one-sample estimate of its mean.
     """
     means: dict[str, list[torch.Tensor]] = {}
-    for x in batches:
-        for site in poutine.trace(guide).get_trace(x, **kwargs).nodes.values():
+    for batch in batches:
+        x, *inputs = batch_args(batch)
+        for site in poutine.trace(guide).get_trace(x, *inputs, **kwargs).nodes.values():
             if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site):
                 means.setdefault(site["name"], []).append(site["fn"].mean.reshape(x.shape[0], -1))
     return {name: torch.cat(chunks) for name, chunks in means.items()}
@@ -39,7 +44,11 @@ def unit_activity(means: torch.Tensor) -> torch.Tensor:
 
 
 def active_units(
-    guide: Callable, batches: Iterable[torch.Tensor], *, threshold: float = ACTIVE_THRESHOLD, **kwargs
+    guide: Callable,
+    batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...]],
+    *,
+    threshold: float = ACTIVE_THRESHOLD,
+    **kwargs,
 ) -> dict[str, int]:
     """The number of active units of each latent site, ``{site: count}``."""
     return {

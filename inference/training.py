@@ -23,7 +23,7 @@ from pyro.infer.util import zero_grads
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyrovae.data import Dataset
+from pyrovae.data import Dataset, batch_args
 from pyrovae.inference.annealing import parse_schedule
 from pyrovae.inference.evaluation import evaluate_elbo
 from pyrovae.inference.log_weights import elbo_terms
@@ -49,7 +49,8 @@ class TrainConfig:
 
 
 class Trainer:
-    """Train ``model``/``guide`` (called as ``fn(x, *, beta, num_data)``) on ``data``.
+    """Train ``model``/``guide`` (called as ``fn(x, *, beta, num_data)``, or
+    ``fn(x, y, *, beta, num_data)`` with ``labels=True``) on ``data``.
 
     Every epoch appends a row to :attr:`history` with, in nats per datapoint,
     ``train_elbo`` and ``test_elbo`` (the true ELBO at beta = 1, on fixed
@@ -60,26 +61,37 @@ class Trainer:
     Parameters live in Pyro's param store; clear it before building a new model.
     """
 
-    def __init__(self, model: Callable, guide: Callable, data: Dataset, config: TrainConfig, *, progress: bool = True):
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        data: Dataset,
+        config: TrainConfig,
+        *,
+        progress: bool = True,
+        labels: bool = False,
+    ):
         self.model, self.guide, self.data, self.config = model, guide, data, config
-        self.progress = progress
+        self.progress, self.labels = progress, labels
         self.objective = make_objective(config.objective, num_particles=config.particles)
         self.optimizer = pyro.optim.Adam({"lr": config.lr})
         self.schedule = parse_schedule(config.kl_anneal, config.beta)
         self.num_data = data.split("train").shape[0]
         self.steps_per_epoch = math.ceil(self.num_data / config.batch_size)
         self.history: list[dict[str, float]] = []
-        register_params(model, guide, next(data.eval_batches("train", 2)))
+        register_params(model, guide, *batch_args(next(data.eval_batches("train", 2, labels=labels))))
 
     @property
     def epoch(self) -> int:
         """Epochs completed."""
         return len(self.history)
 
-    def step(self, x: torch.Tensor, beta: float) -> torch.Tensor:
-        """One SVI step on minibatch ``x``; returns the loss (a detached tensor)."""
+    def step(self, x: torch.Tensor | tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
+        """One SVI step on minibatch ``x`` (or ``(x, y)``); returns the loss (a detached tensor)."""
         with poutine.trace(param_only=True) as capture:
-            loss = self.objective.differentiable_loss(self.model, self.guide, x, beta=beta, num_data=self.num_data)
+            loss = self.objective.differentiable_loss(
+                self.model, self.guide, *batch_args(x), beta=beta, num_data=self.num_data
+            )
         loss.backward()
         params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
         self.optimizer(params)
@@ -101,7 +113,7 @@ class Trainer:
             disable=None if self.progress else True,  # None: off when not a terminal
         )
         start = time.perf_counter()
-        for i, x in enumerate(self.data.train_batches(cfg.batch_size, generator)):
+        for i, x in enumerate(self.data.train_batches(cfg.batch_size, generator, labels=self.labels)):
             beta = self.schedule(first_step + i)
             total += self.step(x, beta)
             bar.update()
@@ -111,8 +123,12 @@ class Trainer:
             torch.cuda.synchronize(self.data.device)
         seconds = time.perf_counter() - start
         bar.close()
-        train = evaluate_elbo(self.model, self.guide, self.data.eval_batches("train", cfg.eval_batch_size))
-        test = evaluate_elbo(self.model, self.guide, self.data.eval_batches("test", cfg.eval_batch_size))
+        train, test = (
+            evaluate_elbo(
+                self.model, self.guide, self.data.eval_batches(split, cfg.eval_batch_size, labels=self.labels)
+            )
+            for split in ("train", "test")
+        )
         row = {
             "epoch": epoch,
             "train_elbo": train["elbo"],
@@ -143,14 +159,15 @@ class Trainer:
         _set_rng_state(state["rng"])
 
 
-def register_params(model: Callable, guide: Callable, x: torch.Tensor, **kwargs) -> None:
-    """Run model and guide once on ``x`` so that every parameter is in the param store.
+def register_params(model: Callable, guide: Callable, *args: torch.Tensor, **kwargs) -> None:
+    """Run model and guide once on ``args`` (x, and y for a labelled model) so that every parameter
+    is in the param store.
 
     Raises if an ``nn.Module``'s parameters are not the ones stored under its names,
     which happens when the store still holds an earlier model's parameters.
     """
     with torch.no_grad():
-        elbo_terms(model, guide, x, **kwargs)
+        elbo_terms(model, guide, *args, **kwargs)
     stored = {id(p) for _, p in pyro.get_param_store().named_parameters()}
     for fn in (model, guide):
         if isinstance(fn, nn.Module) and any(id(p) not in stored for p in fn.parameters()):

@@ -16,6 +16,8 @@ from dataclasses import fields, replace
 DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")  # == pyrovae.data.DATASETS
 OBJECTIVES = ("elbo", "mf-elbo")  # == pyrovae.inference.objectives.OBJECTIVES
 ACTIVATIONS = ("relu", "softplus", "tanh", "elu")  # == pyrovae.nets.ACTIVATIONS
+MODELS = ("vae", "cvae", "hvae", "ae", "dae")  # == pyrovae.spec.BUILTIN
+LIKELIHOODS = ("bernoulli", "gaussian", "learned-gaussian", "continuous-bernoulli")  # == models.likelihoods
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -42,9 +44,19 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None, help="passes over the training set (default: 50)")
     train.add_argument("--batch-size", type=int, default=100, help="datapoints per step")
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    train.add_argument("--latent-dim", type=int, default=20, help="size of z")
-    train.add_argument("--hidden", type=_int_list, default=(400, 400), help="hidden widths, e.g. 400,400")
-    train.add_argument("--activation", default="relu", choices=ACTIVATIONS, help="hidden activation")
+    model = train.add_argument_group("model (options left out take the model's spec values)")
+    model.add_argument("--model", default=argparse.SUPPRESS, choices=MODELS, help="built-in family (default: vae)")
+    model.add_argument("--spec", default=argparse.SUPPRESS, help="TOML file declaring the model instead of --model")
+    keep = argparse.SUPPRESS  # an override absent from the command line keeps the spec's value
+    model.add_argument("--latent-dim", type=_int_list, default=keep, help="latent sizes, e.g. 20, or 100,50 for hvae")
+    model.add_argument("--hidden", type=_int_list, default=keep, help="hidden widths of every network, e.g. 400,400")
+    model.add_argument("--activation", default=keep, choices=ACTIVATIONS, help="hidden activation")
+    model.add_argument("--likelihood", default=keep, choices=LIKELIHOODS, help="p(x | z) (built-ins: bernoulli)")
+    model.add_argument("--obs-scale", type=float, default=keep, help="gaussian: pixel std (default 0.1)")
+    model.add_argument("--min-obs-scale", type=float, default=keep, help="learned-gaussian: std floor (default 0.01)")
+    model.add_argument("--guide", default=keep, choices=("diag", "full"), help="q(z | x): diagonal or full covariance")
+    model.add_argument("--arch", default=keep, choices=("mlp", "conv"), help="networks reading or writing images")
+    model.add_argument("--corruption", default=keep, help="dae input corruption: mask:P | gaussian:SIGMA")
     train.add_argument("--objective", default="elbo", choices=OBJECTIVES, help="training objective")
     train.add_argument("--particles", type=int, default=1, help="samples of z per datapoint")
     train.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE)")
@@ -64,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("run_dir", help="run directory")
     sample.add_argument("--n", type=int, default=64, help="number of samples")
     sample.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/samples.png)")
+    sample.add_argument("--label", type=int, default=None, help="class to generate (cvae; default: 8 of each)")
     sample.add_argument("--device", default="auto", help="auto | cpu | cuda")
     return parser
 
@@ -73,8 +86,16 @@ def _train(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from pyrovae.inference.training import TrainConfig
-    from pyrovae.runs import RunConfig, train_run
+    from pyrovae.runs import RunConfig, model_spec, train_run
 
+    options = vars(args) | {"epochs": args.epochs or TrainConfig.epochs}
+    if "spec" in options:
+        from pyrovae import spec
+
+        if "model" in options:
+            raise ValueError("give --model or --spec, not both")
+        options["spec"] = spec.read(options["spec"])
+        spec.load(options["spec"])  # a bad spec fails here, before any data is loaded
     if args.resume:
         config_path = Path(args.out) / "config.json"
         if not config_path.is_file():
@@ -83,14 +104,14 @@ def _train(args: argparse.Namespace) -> None:
         if args.epochs is not None:  # --resume --epochs N trains on to N epochs
             config = replace(config, train=replace(config.train, epochs=args.epochs))
     else:
-        options = vars(args) | {"epochs": args.epochs or TrainConfig.epochs}
         config = RunConfig(
-            **{f.name: options[f.name] for f in fields(RunConfig) if f.name != "train"},
+            **{f.name: options[f.name] for f in fields(RunConfig) if f.name in options},
             train=TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options}),
         )
     history = train_run(config, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
     if history:
-        print(f"final test ELBO: {history[-1]['test_elbo']:.3f} nats")
+        name = "test ELBO" if model_spec(config).guide != "delta" else "test log p(x | f(x)) (autoencoder)"
+        print(f"final {name}: {history[-1]['test_elbo']:.3f} nats")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -99,7 +120,14 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     run = load_run(args.run_dir, args.device)
     data = load_run_data(run.config, args.device)
-    result = evaluate_elbo(run.model, run.guide, data.eval_batches(args.split, run.config.train.eval_batch_size))
+    batches = data.eval_batches(args.split, run.config.train.eval_batch_size, labels=bool(run.model.inputs))
+    result = evaluate_elbo(run.model, run.guide, batches)
+    if not run.model.probabilistic:
+        print(
+            f"{args.split} reconstruction log p(x | f(x)) {result['reconstruction']:.3f}  "
+            "ELBO, bounds, log-likelihood: not applicable (an autoencoder has no density over x)"
+        )
+        return
     print(
         f"{args.split} ELBO {result['elbo']:.3f}  reconstruction {result['reconstruction']:.3f}  KL {result['kl']:.3f}"
     )
@@ -109,11 +137,12 @@ def _sample(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from pyrovae.plots import save_samples
-    from pyrovae.runs import load_run
+    from pyrovae.runs import load_run, resolve_device, sample_inputs
 
     run = load_run(args.run_dir, args.device)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
-    save_samples(run.model, run.image_shape, out, n=args.n)
+    inputs = sample_inputs(run.model, args.label, n=args.n, device=resolve_device(args.device))
+    save_samples(run.model, run.image_shape, out, n=inputs[0].shape[0] if inputs else args.n, inputs=inputs)
     print(out)
 
 

@@ -55,37 +55,60 @@ class Dataset:
     def device(self) -> torch.device:
         return self.splits["train"].device
 
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, *, labels: bool = False
+    ) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
         """One pass over the training split in a random order drawn from ``generator``.
 
         The last batch may be smaller; with ``num_data`` the plate scale keeps it unbiased.
+
+        :param labels: yield ``(x, y)`` pairs, y the ``(B,)`` class labels, for
+            models conditioned on the label (``model(x, y, ...)``).
         """
-        x = self.splits["train"]
+        x, y = self.splits["train"], self.labels_of("train") if labels else None
         order = torch.randperm(x.shape[0], device=x.device, generator=generator)
         for index in order.split(batch_size):
             batch = x[index]
             if "train" in self.dynamic:
                 batch = torch.bernoulli(batch, generator=generator)
-            yield batch
+            yield batch if y is None else (batch, y[index])
 
-    def eval_batches(self, split: str, batch_size: int, limit: int | None = None) -> Iterator[torch.Tensor]:
+    def eval_batches(
+        self, split: str, batch_size: int, limit: int | None = None, *, labels: bool = False
+    ) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
         """The split in fixed chunks; grey-scale data binarized with a fixed seed.
 
         :param limit: use a seeded random subset of this many rows (never the
             first rows: the static MNIST test file is ordered by digit).
+        :param labels: yield ``(x, y)`` pairs, as :meth:`train_batches`.
         """
-        x = self.split(split)
+        x, y = self.split(split), self.labels_of(split) if labels else None
         if limit is not None and limit < x.shape[0]:
-            subset = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(SPLIT_SEED))
-            x = x[subset[:limit].to(x.device)]
+            subset = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(SPLIT_SEED))[:limit]
+            x, y = x[subset.to(x.device)], None if y is None else y[subset.to(y.device)]
         generator = torch.Generator(device=x.device).manual_seed(BINARIZE_SEED)
-        for batch in x.split(batch_size):
-            yield torch.bernoulli(batch, generator=generator) if split in self.dynamic else batch
+        for i, batch in enumerate(x.split(batch_size)):
+            batch = torch.bernoulli(batch, generator=generator) if split in self.dynamic else batch
+            yield batch if y is None else (batch, y[i * batch_size : (i + 1) * batch_size])
+
+    def labels_of(self, split: str) -> torch.Tensor:
+        """The ``(N,)`` class labels of a split, or a clear error for unlabelled data."""
+        if split not in self.labels:
+            raise DataError(
+                f"data set {self.name!r} has no labels for split {split!r}; a label-conditioned model "
+                "(e.g. --model cvae) needs a labelled data set: mnist-5k, mnist or fashion-mnist"
+            )
+        return self.labels[split]
 
     def split(self, name: str) -> torch.Tensor:
         if name not in self.splits:
             raise DataError(f"data set {self.name!r} has no split {name!r}; it has {sorted(self.splits)}")
         return self.splits[name]
+
+
+def batch_args(batch: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """A batch as a model's positional arguments: ``(x,)``, or ``(x, y)`` for a labelled batch."""
+    return batch if isinstance(batch, tuple) else (batch,)
 
 
 def load_dataset(

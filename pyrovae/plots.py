@@ -30,19 +30,40 @@ def save_grid(images: torch.Tensor, image_shape: tuple[int, ...], path: str | Pa
     save_image(make_grid(images.reshape(-1, *image_shape).cpu(), nrow=nrow, pad_value=1.0), path)
 
 
-def save_samples(model: Callable, image_shape: tuple[int, ...], path: str | Path, n: int = 64, **kwargs) -> None:
-    """Decode ``n`` prior samples (the decoder's mean image, not a binary draw)."""
+def save_samples(
+    model: Callable,
+    image_shape: tuple[int, ...],
+    path: str | Path,
+    n: int = 64,
+    *,
+    inputs: tuple[torch.Tensor, ...] = (),
+    **kwargs,
+) -> None:
+    """Decode ``n`` prior samples (the decoder's mean image, not a binary draw).
+
+    :param inputs: a conditional model's inputs (e.g. labels ``(n,)``), one per sample.
+    """
     with torch.random.fork_rng():
         torch.manual_seed(FIGURE_SEED)
-        save_grid(decoded_mean(model, None, batch_size=n, **kwargs), image_shape, path)
+        save_grid(decoded_mean(model, None, *inputs, batch_size=n, **kwargs), image_shape, path)
 
 
 def save_reconstructions(
-    model: Callable, guide: Callable, x: torch.Tensor, image_shape: tuple[int, ...], path: str | Path, **kwargs
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    image_shape: tuple[int, ...],
+    path: str | Path,
+    *,
+    inputs: tuple[torch.Tensor, ...] = (),
+    **kwargs,
 ) -> None:
-    """Inputs ``x`` (rows of 8) interleaved with their reconstructions, row by row."""
+    """Inputs ``x`` (rows of 8) interleaved with their reconstructions, row by row.
+
+    :param inputs: a conditional model's inputs for the rows of ``x`` (e.g. their labels).
+    """
     with torch.random.fork_rng():
         torch.manual_seed(FIGURE_SEED)
-        recon = decoded_mean(model, x, guide=guide, **kwargs)
+        recon = decoded_mean(model, x, *inputs, guide=guide, **kwargs)
     pairs = torch.stack([x.reshape(-1, 8, x.shape[-1]), recon.reshape(-1, 8, x.shape[-1])], dim=1)
     save_grid(pairs.reshape(-1, x.shape[-1]), image_shape, path)

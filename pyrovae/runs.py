@@ -19,12 +19,10 @@ import pyro
 import torch
 from torch import nn
 
+from pyrovae import spec
 from pyrovae.checkpoint import CHECKPOINT, CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
-from pyrovae.data import Dataset, load_dataset
-from pyrovae.guides import NormalGuide
+from pyrovae.data import Dataset, batch_args, load_dataset
 from pyrovae.inference.training import METRICS, TrainConfig, Trainer, load_params, register_params
-from pyrovae.models import VAE
-from pyrovae.nets import Decoder, GaussianEncoder
 from pyrovae.plots import save_reconstructions, save_samples
 
 RUN_FILES = ("config.json", CHECKPOINT, "metrics.csv", "bounds.csv", "samples.png", "reconstructions.png")
@@ -36,9 +34,18 @@ class RunConfig:
 
     dataset: str = "mnist-5k"  # a name in pyrovae.data.DATASETS
     data_dir: str | None = None  # where the data files are (unused by mnist-5k)
-    latent_dim: int = 20  # size of z
-    hidden: tuple[int, ...] = (400, 400)  # encoder hidden widths; the decoder mirrors them
-    activation: str = "relu"  # a name in pyrovae.nets.ACTIVATIONS
+    model: str = "vae"  # a built-in family, pyrovae.spec.BUILTIN (ignored when spec is given)
+    spec: dict | None = None  # a user's TOML spec as parsed (pyrovae train --spec FILE), kept whole
+    # Overrides of the model's spec; None keeps the spec's value.
+    latent_dim: tuple[int, ...] | None = None  # size of each latent, in the spec's order
+    hidden: tuple[int, ...] | None = None  # hidden widths of every encoder; generative networks mirror them
+    activation: str | None = None  # a name in pyrovae.nets.ACTIVATIONS
+    likelihood: str | None = None  # a name in pyrovae.models.likelihoods.LIKELIHOODS
+    obs_scale: float | None = None  # gaussian likelihood: the fixed pixel standard deviation
+    min_obs_scale: float | None = None  # learned-gaussian likelihood: floor of the pixel standard deviation
+    guide: str | None = None  # diag | full (the autoencoders' guide is a point mass)
+    arch: str | None = None  # mlp | conv
+    corruption: str | None = None  # dae: mask:P | gaussian:SIGMA
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -48,7 +55,10 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
         d = dict(d)
-        return cls(**{**d, "hidden": tuple(d["hidden"]), "train": TrainConfig(**d["train"])})
+        if isinstance(d.get("latent_dim"), int):  # configs written before hierarchical models
+            d["latent_dim"] = (d["latent_dim"],)
+        sizes = {k: tuple(d[k]) for k in ("latent_dim", "hidden") if d.get(k) is not None}
+        return cls(**{**d, **sizes, "train": TrainConfig(**d["train"])})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,11 +67,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(config: RunConfig, data_dim: int) -> tuple[nn.Module, nn.Module]:
-    """The VAE model and its diagonal-Normal guide, on the CPU."""
-    encoder = GaussianEncoder(data_dim, config.latent_dim, config.hidden, config.activation)
-    decoder = Decoder(config.latent_dim, data_dim, tuple(reversed(config.hidden)), config.activation)
-    return VAE(decoder, config.latent_dim), NormalGuide(encoder)
+def model_spec(config: RunConfig) -> spec.ModelSpec:
+    """The run's model: its spec (built-in or the user's) with the command line's overrides."""
+    options = ("latent_dim", "hidden", "activation", "likelihood", "obs_scale", "min_obs_scale", "guide", "arch")
+    base = spec.load(config.spec if config.spec is not None else config.model)
+    return spec.with_options(base, corruption=config.corruption, **{k: getattr(config, k) for k in options})
+
+
+def build_model(
+    config: RunConfig, data_dim: int, image_shape: tuple[int, ...] | None = None
+) -> tuple[nn.Module, nn.Module]:
+    """The run's model and guide (:func:`pyrovae.spec.build`), on the CPU."""
+    return spec.build(model_spec(config), data_dim=data_dim, image_shape=image_shape)
+
+
+def check_objective(objective: str, guide: nn.Module) -> None:
+    """Refuse an objective that would be wrong for this guide."""
+    if objective == "mf-elbo" and not guide.mean_field:
+        raise ValueError(
+            "--objective mf-elbo takes each latent's KL analytically, which is exact only for a mean-field "
+            "guide; this guide's q of one latent reads another (a hierarchical VAE): use --objective elbo"
+        )
 
 
 def train_run(
@@ -74,9 +100,10 @@ def train_run(
     device = resolve_device(config.device)
     pyro.clear_param_store()
     pyro.set_rng_seed(config.train.seed)
-    data = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
-    model, guide = (m.to(device) for m in build_model(config, data.data_dim))
-    trainer = Trainer(model, guide, data, config.train, progress=progress)
+    data = load_run_data(config, config.device)
+    model, guide = (m.to(device) for m in build_model(config, data.data_dim, data.image_shape))
+    check_objective(config.train.objective, guide)
+    trainer = Trainer(model, guide, data, config.train, progress=progress, labels=bool(model.inputs))
     if resume:
         trainer.load_state_dict(load_checkpoint(out / CHECKPOINT)["trainer"])
     else:
@@ -94,14 +121,23 @@ def train_run(
         }
         save_checkpoint(out / CHECKPOINT, state)
         write_metrics(out / "metrics.csv", trainer.history)
-        print(
-            f"epoch {row['epoch']:>3}  train ELBO {row['train_elbo']:9.3f}  test ELBO {row['test_elbo']:9.3f}  "
-            f"KL {row['kl']:7.3f}  beta {row['beta']:.3g}  {row['seconds']:6.1f}s",
-            flush=True,
-        )
+        print(epoch_line(row, model.probabilistic), flush=True)
     write_metrics(out / "metrics.csv", trainer.history)
     save_figures(model, guide, data, out)
     return trainer.history
+
+
+def epoch_line(row: dict[str, float], probabilistic: bool) -> str:
+    """One epoch's progress line; an autoencoder's "ELBO" is its reconstruction term alone, so it is named so."""
+    if not probabilistic:
+        return (
+            f"epoch {row['epoch']:>3}  train log p(x|f(x)) {row['train_elbo']:9.3f}  "
+            f"test log p(x|f(x)) {row['test_elbo']:9.3f}  (no ELBO: an autoencoder)  {row['seconds']:6.1f}s"
+        )
+    return (
+        f"epoch {row['epoch']:>3}  train ELBO {row['train_elbo']:9.3f}  test ELBO {row['test_elbo']:9.3f}  "
+        f"KL {row['kl']:7.3f}  beta {row['beta']:.3g}  {row['seconds']:6.1f}s"
+    )
 
 
 def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
@@ -109,10 +145,27 @@ def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def save_figures(model: nn.Module, guide: nn.Module, data: Dataset, out: Path) -> None:
-    save_samples(model, data.image_shape, out / "samples.png")
-    save_reconstructions(
-        model, guide, next(data.eval_batches("test", 32)), data.image_shape, out / "reconstructions.png"
-    )
+    labels = bool(model.inputs)
+    inputs = sample_inputs(model, None, device=data.device)
+    save_samples(model, data.image_shape, out / "samples.png", n=inputs[0].shape[0] if inputs else 64, inputs=inputs)
+    batch = batch_args(next(data.eval_batches("test", 32, labels=labels)))
+    save_reconstructions(model, guide, batch[0], data.image_shape, out / "reconstructions.png", inputs=batch[1:])
+
+
+def sample_inputs(
+    model: nn.Module, label: int | None, *, n: int = 64, device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """Labels to generate with: ``n`` copies of ``label``, or 8 of every class (one class per row of the grid)."""
+    if not model.inputs:
+        if label is not None:
+            raise ValueError("--label applies to label-conditioned models (e.g. --model cvae); this run has no labels")
+        return ()
+    (classes,) = model.inputs.values()
+    if label is None:
+        return (torch.arange(classes, device=device).repeat_interleave(8),)
+    if not 0 <= label < classes:
+        raise ValueError(f"--label must be a class in 0..{classes - 1}, got {label}")
+    return (torch.full((n,), label, dtype=torch.long, device=device),)
 
 
 class LoadedRun(NamedTuple):
@@ -128,8 +181,11 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     try:
         config = RunConfig.from_dict(state["config"])
         pyro.clear_param_store()
-        model, guide = (m.to(resolve_device(device)) for m in build_model(config, state["data_dim"]))
-        register_params(model, guide, torch.zeros(2, state["data_dim"], device=resolve_device(device)))
+        image_shape = tuple(state["image_shape"])
+        model, guide = (m.to(resolve_device(device)) for m in build_model(config, state["data_dim"], image_shape))
+        x = torch.zeros(2, state["data_dim"], device=resolve_device(device))
+        labels = [torch.zeros(2, dtype=torch.long, device=x.device) for _ in model.inputs]
+        register_params(model, guide, x, *labels)
         load_params(state["trainer"]["params"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{Path(run_dir) / CHECKPOINT}: does not fit this version of pyrovae ({e})") from None
@@ -137,4 +193,6 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
 
 
 def load_run_data(config: RunConfig, device: str = "auto") -> Dataset:
-    return load_dataset(config.dataset, data_dir=config.data_dir, device=resolve_device(device))
+    """The run's data set, binarized when (and only when) its likelihood is Bernoulli."""
+    binarize = model_spec(config).likelihood.binary
+    return load_dataset(config.dataset, data_dir=config.data_dir, device=resolve_device(device), binarize=binarize)

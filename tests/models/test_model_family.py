@@ -1,0 +1,112 @@
+"""Every built-in family x architecture: sites and plates, a few steps with every objective, log-weights."""
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+
+from pyrovae import spec
+from pyrovae.data import Dataset
+from pyrovae.inference import OBJECTIVES, TrainConfig, Trainer, active_units, log_weights
+from pyrovae.runs import check_objective
+
+from conftest import binary_images
+
+FAMILIES = [(name, arch) for name in spec.BUILTIN for arch in ("mlp", "conv")]
+
+
+def build(name: str, arch: str = "mlp", **options):
+    s = spec.with_options(
+        spec.load(name), arch=arch, hidden=(8,), latent_dim=(3,) * len(spec.load(name).latents), **options
+    )
+    return spec.build(s, data_dim=16, image_shape=(1, 4, 4))
+
+
+def labelled_data() -> Dataset:
+    x = torch.as_tensor(binary_images(60, dim=16), dtype=torch.float32)
+    y = torch.arange(60) % 10
+    return Dataset("tiny", {"train": x[:40], "test": x[40:]}, {"train": y[:40], "test": y[40:]}, image_shape=(1, 4, 4))
+
+
+@pytest.mark.parametrize(("name", "arch"), FAMILIES)
+def test_sites_are_in_the_data_plate_with_their_shapes(name: str, arch: str):
+    model, guide = build(name, arch)
+    args = (torch.bernoulli(torch.full((5, 16), 0.5)), *([torch.arange(5)] if model.inputs else []))
+    guide_trace = poutine.trace(guide).get_trace(*args)
+    trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+    trace.compute_log_prob()
+    sites = [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
+    assert [s["name"] for s in sites] == [*(n.site for n in model.latents), "x"]
+    for site in sites:
+        assert site["fn"].batch_shape == (5,) and site["fn"].event_shape == ((16,) if site["name"] == "x" else (3,))
+        assert [(f.name, f.dim, f.size) for f in site["cond_indep_stack"]] == [("data", -1, 5)]
+        assert site["log_prob"].shape == (5,)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+@pytest.mark.parametrize(("name", "arch"), FAMILIES)
+def test_trains_with_every_objective_and_gives_log_weights(name: str, arch: str, objective: str):
+    model, guide = build(name, arch)
+    if objective == "mf-elbo" and not guide.mean_field:  # the hierarchical guide q(z2 | z1)
+        with pytest.raises(ValueError, match="mean-field"):
+            check_objective(objective, guide)
+        return
+    data = labelled_data()
+    trainer = Trainer(
+        model,
+        guide,
+        data,
+        TrainConfig(batch_size=20, objective=objective, particles=2),
+        progress=False,
+        labels=bool(model.inputs),
+    )
+    before = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    losses = [
+        trainer.step(batch, beta=1.0) for batch in data.train_batches(20, torch.Generator(), labels=bool(model.inputs))
+    ]
+    assert all(torch.isfinite(loss) for loss in losses)
+    assert any(not torch.equal(before[k], v) for k, v in pyro.get_param_store().items())
+    batch = next(data.eval_batches("test", 7, labels=bool(model.inputs)))
+    args = batch if isinstance(batch, tuple) else (batch,)
+    log_w = log_weights(model, guide, *args, num_particles=4)
+    assert log_w.shape == (4, 7) and torch.all(torch.isfinite(log_w))
+
+
+def test_hierarchical_model_is_the_iwae_architecture_with_active_units_per_layer():
+    model, guide = spec.build("hvae", data_dim=784)
+    assert [n.site for n in model.latents] == ["z2", "z1"] and [n.site for n in guide.nodes] == ["z1", "z2"]
+    assert [n.parents for n in model.nodes] == [(), ("z2",), ("z1",)] and not guide.mean_field
+    widths = {
+        k: [m.out_features for m in c.modules() if isinstance(m, torch.nn.Linear)]
+        for k, c in model.conditionals.items()
+    }
+    widths |= {
+        k: [m.out_features for m in c.modules() if isinstance(m, torch.nn.Linear)]
+        for k, c in guide.conditionals.items()
+    }
+    assert widths == {
+        "prior_z2": [],
+        "prior_z1": [100, 100, 200],
+        "decoder": [200, 200, 784],
+        "encoder_z1": [200, 200, 200],
+        "encoder_z2": [100, 100, 100],
+    }
+    units = active_units(guide, [torch.bernoulli(torch.full((50, 784), 0.3))])
+    assert set(units) == {"z1", "z2"}
+
+
+def test_cvae_samples_change_with_the_label():
+    model, _ = build("cvae")
+    with torch.no_grad():
+        means = [
+            model.conditionals["decoder"](
+                torch.zeros(1, 3), torch.nn.functional.one_hot(torch.tensor([y]), 10).float()
+            ).mean
+            for y in range(10)
+        ]
+    assert all(not torch.allclose(means[0], m) for m in means[1:])
+    draws = poutine.trace(model).get_trace(None, torch.full((4,), 3))
+    assert draws.nodes["x"]["value"].shape == (4, 16)
+    with pytest.raises(ValueError, match="conditions on y"):
+        model(torch.zeros(2, 16))
