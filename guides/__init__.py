@@ -19,7 +19,9 @@ GUIDES = ("diag", "full", "delta")  # diagonal Normal, full-covariance Normal, p
 
 def guide_outputs(family: str, size: int) -> int:
     """How many outputs the network of a ``family`` conditional over a ``size``-vector needs."""
-    return {"diag": 2 * size, "full": full_covariance_outputs(size), "delta": size}[family]
+    if family == "full":
+        return full_covariance_outputs(size)
+    return size if family == "delta" else GaussianEncoder.num_outputs(size)  # a point, or (loc, scale)
 
 
 def conditional(family: str, net: nn.Module, in_dim: int, size: int, *, corruption: str = "none") -> nn.Module:

@@ -17,8 +17,6 @@ Trends in Machine Learning 12(4), 2019, section 2.5 (full-covariance Gaussian en
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pyro.distributions as dist
 import torch
 from torch import nn
@@ -26,7 +24,7 @@ from torch.distributions import Independent, MultivariateNormal, Normal, registe
 
 from pyrovae.graph import Node
 from pyrovae.guides.amortized import AmortizedGuide
-from pyrovae.nets import broadcast_cat, mlp, positive_scale
+from pyrovae.nets import GaussianEncoder, broadcast_cat, positive_scale
 
 
 def full_covariance_outputs(latent_dim: int) -> int:
@@ -34,30 +32,20 @@ def full_covariance_outputs(latent_dim: int) -> int:
     return 2 * latent_dim + latent_dim * (latent_dim - 1) // 2
 
 
-class FullCovarianceEncoder(nn.Module):
+class FullCovarianceEncoder(GaussianEncoder):
     """inputs -> (loc ``(..., D)``, scale_tril ``(..., D, D)``), L lower triangular with a positive diagonal.
 
-    :param in_dim: size of the concatenated inputs.
-    :param latent_dim: D, the size of z.
-    :param hidden: widths of the hidden layers.
-    :param activation: one of :data:`pyrovae.nets.ACTIVATIONS`.
-    :param net: a network ``(..., in_dim) -> (..., full_covariance_outputs(D))`` instead of the MLP.
+    Takes :class:`~pyrovae.nets.GaussianEncoder`'s arguments; its network (the
+    MLP, or ``net``) has :func:`full_covariance_outputs` outputs.
     """
 
-    def __init__(
-        self,
-        in_dim: int,
-        latent_dim: int,
-        hidden: Sequence[int] = (400, 400),
-        activation: str = "relu",
-        *,
-        net: nn.Module | None = None,
-    ) -> None:
-        super().__init__()
-        self.latent_dim = latent_dim
-        self.net = mlp(in_dim, hidden, full_covariance_outputs(latent_dim), activation) if net is None else net
-        self.register_buffer("rows", torch.tril_indices(latent_dim, latent_dim, offset=-1)[0], persistent=False)
-        self.register_buffer("cols", torch.tril_indices(latent_dim, latent_dim, offset=-1)[1], persistent=False)
+    num_outputs = staticmethod(full_covariance_outputs)
+
+    def __init__(self, in_dim: int, latent_dim: int, *args, **kwargs) -> None:
+        super().__init__(in_dim, latent_dim, *args, **kwargs)
+        rows, cols = torch.tril_indices(latent_dim, latent_dim, offset=-1)  # the D(D-1)/2 entries below the diagonal
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.latent_dim

@@ -79,7 +79,12 @@ class GaussianEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
-        self.net = mlp(in_dim, hidden, 2 * latent_dim, activation) if net is None else net
+        self.net = mlp(in_dim, hidden, self.num_outputs(latent_dim), activation) if net is None else net
+
+    @staticmethod
+    def num_outputs(latent_dim: int) -> int:
+        """Network outputs per datapoint: a mean and a raw scale per latent dimension."""
+        return 2 * latent_dim
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, raw_scale = self.net(broadcast_cat(inputs)).split(self.latent_dim, dim=-1)  # (..., D) each
@@ -91,24 +96,17 @@ class Decoder(nn.Module):
 
     :param latent_dim: size of the concatenated inputs (z and any conditioning).
     :param out_dim: size of the likelihood's parameters (the data size, twice it
-        for a learned-scale Gaussian).
+        for a learned-scale Gaussian). :func:`pyrovae.conv.make_net` gives the
+        convolutional alternative.
     :param hidden: widths of the hidden layers.
     :param activation: one of :data:`ACTIVATIONS`.
-    :param net: a network ``(..., latent_dim) -> (..., out_dim)`` to use instead
-        of the MLP (e.g. :class:`pyrovae.conv.ConvDecoderNet`).
     """
 
     def __init__(
-        self,
-        latent_dim: int,
-        out_dim: int,
-        hidden: Sequence[int] = (400, 400),
-        activation: str = "relu",
-        *,
-        net: nn.Module | None = None,
+        self, latent_dim: int, out_dim: int, hidden: Sequence[int] = (400, 400), activation: str = "relu"
     ) -> None:
         super().__init__()
-        self.net = mlp(latent_dim, hidden, out_dim, activation) if net is None else net
+        self.net = mlp(latent_dim, hidden, out_dim, activation)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.net(broadcast_cat(inputs))
