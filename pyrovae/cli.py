@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import fields, replace
 
 DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")  # == pyrovae.data.DATASETS
-OBJECTIVES = ("elbo", "mf-elbo")  # == pyrovae.inference.objectives.OBJECTIVES
+OBJECTIVES = ("elbo", "mf-elbo", "iwae", "renyi")  # == pyrovae.inference.objectives.OBJECTIVES
 ACTIVATIONS = ("relu", "softplus", "tanh", "elu")  # == pyrovae.nets.ACTIVATIONS
 MODELS = ("vae", "cvae", "hvae", "ae", "dae")  # == pyrovae.spec.BUILTIN
 LIKELIHOODS = ("bernoulli", "gaussian", "learned-gaussian", "continuous-bernoulli")  # == models.likelihoods
@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--arch", default=keep, choices=("mlp", "conv"), help="networks reading or writing images")
     model.add_argument("--corruption", default=keep, help="dae input corruption: mask:P | gaussian:SIGMA")
     train.add_argument("--objective", default="elbo", choices=OBJECTIVES, help="training objective")
-    train.add_argument("--particles", type=int, default=1, help="samples of z per datapoint")
+    train.add_argument("--particles", type=int, default=1, help="samples of z per datapoint (k for iwae, renyi)")
+    train.add_argument("--iwae-gradient", default="standard", choices=("standard", "dreg"), help="IWAE estimator")
+    train.add_argument("--alpha", type=float, default=0.5, help="order of the Renyi bound (--objective renyi)")
     train.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE)")
     train.add_argument("--kl-anneal", default="constant", help="constant | linear:STEPS | cyclical:PERIOD[:RATIO]")
     train.add_argument("--seed", type=int, default=0, help="random seed")
@@ -67,9 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--force", action="store_true", help="start over in an existing --out")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    evaluate = commands.add_parser("evaluate", help="ELBO of a trained run", formatter_class=fmt)
+    evaluate = commands.add_parser(
+        "evaluate", help="importance-weighted bounds L_k and active units of a trained run", formatter_class=fmt
+    )
     evaluate.add_argument("run_dir", help="run directory")
+    evaluate.add_argument("--k", type=_int_list, default="1,5,50,5000", help="particle counts; 1 is the ELBO")
     evaluate.add_argument("--split", default="test", help="data split")
+    evaluate.add_argument("--limit", type=int, default=None, help="a seeded random subset of this many datapoints")
+    evaluate.add_argument("--chunk-size", type=int, default=250, help="particles per vectorized pass (memory)")
+    evaluate.add_argument("--batch-size", type=int, default=100, help="datapoints per pass")
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda")
 
     sample = commands.add_parser("sample", help="grid of decoded prior samples", formatter_class=fmt)
@@ -115,22 +123,22 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from pyrovae.inference.evaluation import evaluate_elbo
-    from pyrovae.runs import load_run, load_run_data
+    from pyrovae.runs import evaluate_run
 
-    run = load_run(args.run_dir, args.device)
-    data = load_run_data(run.config, args.device)
-    batches = data.eval_batches(args.split, run.config.train.eval_batch_size, labels=bool(run.model.inputs))
-    result = evaluate_elbo(run.model, run.guide, batches)
-    if not run.model.probabilistic:
-        print(
-            f"{args.split} reconstruction log p(x | f(x)) {result['reconstruction']:.3f}  "
-            "ELBO, bounds, log-likelihood: not applicable (an autoencoder has no density over x)"
-        )
-        return
-    print(
-        f"{args.split} ELBO {result['elbo']:.3f}  reconstruction {result['reconstruction']:.3f}  KL {result['kl']:.3f}"
+    table, active = evaluate_run(
+        args.run_dir,
+        ks=args.k,
+        split=args.split,
+        limit=args.limit,
+        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
+        device=args.device,
     )
+    if table is None:
+        print("ELBO, bounds L_k and log-likelihood: not applicable (an autoencoder has no density over x)")
+    else:
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("active units: " + ", ".join(f"{site} {n}" for site, n in active.items()))
 
 
 def _sample(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -22,6 +23,8 @@ from torch import nn
 from pyrovae import spec
 from pyrovae.checkpoint import CHECKPOINT, CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
 from pyrovae.data import Dataset, batch_args, load_dataset
+from pyrovae.inference.bounds import bound_table
+from pyrovae.inference.diagnostics import active_units
 from pyrovae.inference.training import METRICS, TrainConfig, Trainer, load_params, register_params
 from pyrovae.plots import save_reconstructions, save_samples
 
@@ -196,3 +199,32 @@ def load_run_data(config: RunConfig, device: str = "auto") -> Dataset:
     """The run's data set, binarized when (and only when) its likelihood is Bernoulli."""
     binarize = model_spec(config).likelihood.binary
     return load_dataset(config.dataset, data_dir=config.data_dir, device=resolve_device(device), binarize=binarize)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    ks: Sequence[int] = (1, 5, 50, 5000),
+    split: str = "test",
+    limit: int | None = None,
+    chunk_size: int = 250,
+    batch_size: int = 100,
+    device: str = "auto",
+) -> tuple[pd.DataFrame | None, dict[str, int]]:
+    """Bounds L_k on a split and active units; writes ``RUN_DIR/bounds.csv``.
+
+    An autoencoder has no density over x, so its bounds are not applicable: the
+    table is then ``None`` and no ``bounds.csv`` is written (active units still are).
+    """
+    run = load_run(run_dir, device)
+    data = load_run_data(run.config, device)
+    data.split(split)  # fail early, with the split names, on a typo
+
+    def batches():
+        return data.eval_batches(split, batch_size, limit=limit, labels=bool(run.model.inputs))
+
+    if not run.model.probabilistic:
+        return None, active_units(run.guide, batches())
+    table = pd.DataFrame(bound_table(run.model, run.guide, batches, ks, chunk_size=chunk_size))
+    atomic_write_text(Path(run_dir) / "bounds.csv", table.to_csv(index=False))
+    return table, active_units(run.guide, batches())

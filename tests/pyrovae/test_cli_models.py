@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -49,12 +50,13 @@ def test_families_train_evaluate_and_sample(amat_dir: Path, tmp_path: Path, caps
     out = tmp_path / "run"
     assert train(amat_dir, out, *options) == 0
     capsys.readouterr()
-    assert cli.main(["evaluate", str(out)]) == 0
+    assert cli.main(["evaluate", str(out), "--k", "1,10"]) == 0
     report = capsys.readouterr().out
     if "dae" in options:
-        assert "not applicable" in report and "ELBO -" not in report
+        assert "not applicable" in report and not (out / "bounds.csv").exists()
     else:
-        assert "test ELBO" in report
+        assert (pd.read_csv(out / "bounds.csv")["k"] == [1, 10]).all()
+    assert ("active units: z1 " if "hvae" in options else "active units: z ") in report
     assert cli.main(["sample", str(out), "--n", "8", "--out", str(tmp_path / "s.png")]) == 0
 
 
@@ -97,7 +99,7 @@ def test_train_from_a_spec_file(amat_dir: Path, tmp_path: Path, capsys):
         '[x]\ngiven = ["a", "b"]\n'
     )
     assert train(amat_dir, tmp_path / "run", "--spec", str(path)) == 0
-    assert cli.main(["evaluate", str(tmp_path / "run")]) == 0
+    assert cli.main(["evaluate", str(tmp_path / "run"), "--k", "1"]) == 0
     path.write_text(path.read_text().replace("size = 3", ""))
     assert train(amat_dir, tmp_path / "bad", "--spec", str(path)) == 2
     assert "latent[1].size: missing" in capsys.readouterr().err
