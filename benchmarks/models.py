@@ -1,0 +1,109 @@
+"""The model family on static binarized MNIST: L_1, L_5000, active units and seconds per epoch.
+
+    python benchmarks/models.py --data-dir ../shared/data/binarized_mnist --epochs 5 --ll-limit 1000
+
+Trains each model through the real ``pyrovae train`` command with the same epoch
+budget, then runs ``pyrovae evaluate``: L_1 (the ELBO) on the whole test set and
+L_5000 (the log-likelihood estimate, ``pyrovae.inference.log_likelihood``'s
+estimator) on ``--ll-limit`` seeded random test images, with the active units
+(per latent layer) on the same images. The autoencoders have no density over x:
+their bounds are "n/a". The conditional VAE is absent: static binarized MNIST has
+no labels. Writes ``benchmarks/results/models.md``; run directories are kept under ``--runs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bounds import run
+
+RESULTS = Path(__file__).parent / "results"
+ONE_LAYER = ["--latent-dim", "50", "--hidden", "200,200", "--activation", "tanh"]  # IWAE paper, one layer
+MODELS = {  # name -> pyrovae train options
+    "vae": ["--model", "vae", *ONE_LAYER],
+    "vae, full-covariance guide": ["--model", "vae", "--guide", "full", *ONE_LAYER],
+    "vae, conv": ["--model", "vae", "--arch", "conv", "--latent-dim", "50", "--hidden", "256"],
+    "hvae (100, 50)": ["--model", "hvae"],
+    "ae": ["--model", "ae", *ONE_LAYER],
+    "dae (mask:0.3)": ["--model", "dae", "--corruption", "mask:0.3", *ONE_LAYER],
+}
+
+
+def evaluate(out: Path, k: int, device: str, limit: int | None) -> tuple[float | None, str]:
+    """L_k (None for an autoencoder) and the active-units line of ``pyrovae evaluate``."""
+    (out / "bounds.csv").unlink(missing_ok=True)
+    command = ["pyrovae", "evaluate", str(out), "--k", str(k), "--device", device]
+    command += [] if limit is None else ["--limit", str(limit)]
+    print("$", " ".join(command), flush=True)
+    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    print(result.stdout, flush=True)
+    active = result.stdout.strip().splitlines()[-1].removeprefix("active units: ")
+    bounds = pd.read_csv(out / "bounds.csv") if (out / "bounds.csv").exists() else None
+    return (None if bounds is None else float(bounds["bound"].iloc[0])), active
+
+
+def train_and_evaluate(name: str, options: list[str], args: argparse.Namespace) -> dict:
+    out = args.runs / re.sub(r"[^a-z0-9]+", "_", name).strip("_")
+    if not (out / "checkpoint.pt").exists():
+        run(["pyrovae", "train", "--dataset", "binarized-mnist", "--data-dir", args.data_dir, "--out", str(out),
+             "--epochs", str(args.epochs), "--batch-size", "100", "--lr", "1e-3", "--objective", "elbo",
+             "--device", args.device, "--no-progress", "--force", *options])  # fmt: skip
+    metrics = pd.read_csv(out / "metrics.csv")
+    l_1, _ = evaluate(out, 1, args.device, None)
+    l_5000, active = evaluate(out, 5000, args.device, args.ll_limit)
+    return {
+        "model": name,
+        "L_1 (test ELBO)": "n/a" if l_1 is None else round(l_1, 2),
+        "L_5000": "n/a" if l_5000 is None else round(l_5000, 2),
+        "active units": active,
+        "seconds / epoch": round(metrics["seconds"].mean(), 1),
+        "options": " ".join(options),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default="../shared/data/binarized_mnist")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--ll-limit", type=int, default=1000, help="test images for L_5000 and active units")
+    parser.add_argument("--runs", type=Path, default=Path("runs/models"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of the models")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    table = pd.DataFrame([train_and_evaluate(name, MODELS[name], args) for name in args.models.split(",")])
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.machine()})"
+    report = f"""# The model family on static binarized MNIST
+
+- machine: {device}, {torch.get_num_threads()} torch threads (a shared machine: timings are indicative);
+  date: {datetime.date.today()}
+- command: `python benchmarks/models.py --data-dir {args.data_dir} --epochs {args.epochs} --ll-limit {args.ll_limit}`
+- budget: {args.epochs} epochs of the 50,000 training images for every model, batch 100, Adam lr 1e-3,
+  objective `elbo`, Bernoulli likelihood; the options of each row are in its last column
+- evaluation: L_1 (the ELBO) on all 10,000 test images; L_5000 (the log-likelihood estimate) and
+  active units (Cov_x(E_q[z_u]) > 0.01, per latent layer) on a seeded random {args.ll_limit:,} test images;
+  nats per image. The autoencoders have no density over x, so no bound: n/a.
+  The conditional VAE needs labels, which static binarized MNIST does not have.
+- seconds / epoch: training steps only, mean over the epochs
+- total wall-clock time of this benchmark: {(time.perf_counter() - start) / 60:.1f} min
+
+{table.to_markdown(index=False)}
+"""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "models.md").write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
