@@ -189,6 +189,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
         x = torch.zeros(2, state["data_dim"], device=resolve_device(device))
         labels = [torch.zeros(2, dtype=torch.long, device=x.device) for _ in model.inputs]
         register_params(model, guide, x, *labels)
+        guide.eval()  # a trained run is evaluated without the denoising autoencoder's input corruption
         load_params(state["trainer"]["params"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{Path(run_dir) / CHECKPOINT}: does not fit this version of pyrovae ({e})") from None

@@ -44,6 +44,7 @@ from pyrovae.guides import GUIDES, AmortizedGuide, conditional, guide_outputs
 from pyrovae.guides.delta import Corruption
 from pyrovae.models.latent import LatentModel
 from pyrovae.models.likelihoods import LIKELIHOODS, Likelihood, Observation
+from pyrovae.nets import ACTIVATIONS
 
 try:
     import tomllib
@@ -198,7 +199,10 @@ def parse(table: Mapping[str, Any]) -> ModelSpec:
     if "likelihood" not in table:
         raise SpecError(f"spec: likelihood: missing; choose from {', '.join(LIKELIHOODS)}")
     name = _choice(table, "likelihood", LIKELIHOODS, "bernoulli")
-    scales = {k: float(table[k]) for k in ("obs_scale", "min_obs_scale") if k in table}
+    scales = {k: table[k] for k in ("obs_scale", "min_obs_scale") if k in table}
+    for key, value in scales.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise SpecError(f"spec: {key}: expected a positive number, got {value!r}")
     hidden = _ints(table["hidden"], "hidden", what="hidden widths") if "hidden" in table else DEFAULT_HIDDEN
     inputs = table.get("inputs", {})
     if not isinstance(inputs, Mapping) or not all(isinstance(v, int) and v > 1 for v in inputs.values()):
@@ -225,7 +229,7 @@ def parse(table: Mapping[str, Any]) -> ModelSpec:
         inputs=tuple(inputs.items()),
         guide=_choice(table, "guide", GUIDES, "diag"),
         arch=_choice(table, "arch", ARCHS, "mlp"),
-        activation=table.get("activation", "relu"),
+        activation=_choice(table, "activation", tuple(ACTIVATIONS), "relu"),
         corruption=table.get("corruption", "none"),
         data_dim=data_dim,
     )
@@ -235,8 +239,8 @@ def parse(table: Mapping[str, Any]) -> ModelSpec:
 def _likelihood(name: str, **scales: float) -> Likelihood:
     try:
         return Likelihood(name, **scales)
-    except ValueError as e:
-        raise SpecError(f"spec: obs_scale: {e}") from None
+    except ValueError as e:  # a scale <= 0 from the command line
+        raise SpecError(f"--obs-scale / --min-obs-scale: {e}") from None
 
 
 def _check(spec: ModelSpec) -> ModelSpec:

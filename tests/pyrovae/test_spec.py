@@ -106,6 +106,8 @@ def test_other_mistakes_name_their_field():
         "spec: guide: unknown"
     )
     assert spec_error(VAE_SPEC.replace("size = 3", "size = 3\nsise = 4")).startswith("spec: latent[0]: unknown keys")
+    assert spec_error('activation = "gelu"\n' + VAE_SPEC).startswith("spec: activation: unknown 'gelu'")
+    assert spec_error("obs_scale = -1\n" + VAE_SPEC).startswith("spec: obs_scale: expected a positive number")
     with pytest.raises(spec.SpecError, match="--latent-dim: give 2 sizes"):
         spec.with_options(spec.load("hvae"), latent_dim=(10,))
     with pytest.raises(spec.SpecError, match=r"x\.size: missing"):
