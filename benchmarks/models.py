@@ -32,11 +32,11 @@ RESULTS = Path(__file__).parent / "results"
 ONE_LAYER = ["--latent-dim", "50", "--hidden", "200,200", "--activation", "tanh"]  # IWAE paper, one layer
 MODELS = {  # name -> pyrovae train options
     "vae": ["--model", "vae", *ONE_LAYER],
-    "vae, full-covariance guide": ["--model", "vae", "--guide", "full", *ONE_LAYER],
-    "vae, conv": ["--model", "vae", "--arch", "conv", "--latent-dim", "50", "--hidden", "256"],
-    "hvae (100, 50)": ["--model", "hvae"],
+    "vae full-covariance": ["--model", "vae", "--guide", "full", *ONE_LAYER],
+    "vae conv": ["--model", "vae", "--arch", "conv", "--latent-dim", "50", "--hidden", "256"],
+    "hvae": ["--model", "hvae"],
     "ae": ["--model", "ae", *ONE_LAYER],
-    "dae (mask:0.3)": ["--model", "dae", "--corruption", "mask:0.3", *ONE_LAYER],
+    "dae": ["--model", "dae", "--corruption", "mask:0.3", *ONE_LAYER],
 }
 
 
