@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bounds import run
 
 RESULTS = Path(__file__).parent / "results"
-ONE_LAYER = ["--latent-dim", "50", "--hidden", "200,200", "--activation", "tanh"]  # IWAE paper, one layer
+# One stochastic layer as in benchmarks/core.py. Not the IWAE paper's tanh 200-200: with it the plain
+# autoencoder's codes collapse to a constant within the first epochs (so does a plain PyTorch one).
+ONE_LAYER = ["--latent-dim", "50", "--hidden", "400,400", "--activation", "relu"]
 MODELS = {  # name -> pyrovae train options
     "vae": ["--model", "vae", *ONE_LAYER],
     "vae full-covariance": ["--model", "vae", "--guide", "full", *ONE_LAYER],
