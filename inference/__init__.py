@@ -5,10 +5,11 @@ from pyrovae.inference.diagnostics import active_units, posterior_means
 from pyrovae.inference.evaluation import evaluate_elbo
 from pyrovae.inference.log_weights import elbo_terms, log_weights
 from pyrovae.inference.objectives import OBJECTIVES, make_objective
-from pyrovae.inference.training import TrainConfig, Trainer
+from pyrovae.inference.training import Diverged, TrainConfig, Trainer
 
 __all__ = [
     "OBJECTIVES",
+    "Diverged",
     "TrainConfig",
     "Trainer",
     "active_units",

@@ -1,9 +1,16 @@
 """The ``pyrovae`` command: ``train``, ``evaluate`` and ``sample``.
 
 Heavy libraries (torch, Pyro) are imported inside the commands, so that
-``pyrovae --help`` answers at once. Every expected failure (bad data, a missing
-or damaged checkpoint, an existing run directory) ends with one readable line on
-stderr and exit status 2.
+``pyrovae --help`` answers at once. Every expected failure ends with one
+readable line on stderr, ``pyrovae: error: ...``, and an exit status:
+
+* 2: bad input (an option out of range, bad data, a missing or damaged
+  checkpoint, an existing run directory); checked by :mod:`pyrovae.validate`
+  before anything is written;
+* 1: a fault during the run (NaN or infinite loss, a failed write); the last
+  checkpoint is intact;
+* 128 + the signal's number (130 for SIGINT, 143 for SIGTERM): training was
+  stopped and can be continued with ``--resume``.
 """
 
 from __future__ import annotations
@@ -11,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import fields, replace
 
 DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")  # == pyrovae.data.DATASETS
 OBJECTIVES = ("elbo", "mf-elbo")  # == pyrovae.inference.objectives.OBJECTIVES
@@ -49,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--particles", type=int, default=1, help="samples of z per datapoint")
     train.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE)")
     train.add_argument("--kl-anneal", default="constant", help="constant | linear:STEPS | cyclical:PERIOD[:RATIO]")
+    train.add_argument("--clip-norm", type=float, default=None, help="clip the gradient norm to this (default: off)")
     train.add_argument("--seed", type=int, default=0, help="random seed")
     train.add_argument("--device", default="auto", help="auto | cpu | cuda")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -69,25 +76,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
-    import json
-    from pathlib import Path
+    from pyrovae.runs import train_run
+    from pyrovae.validate import check_train
 
-    from pyrovae.inference.training import TrainConfig
-    from pyrovae.runs import RunConfig, train_run
-
-    if args.resume:
-        config_path = Path(args.out) / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path}: not found; --resume needs a run directory made by pyrovae train")
-        config = RunConfig.from_dict(json.loads(config_path.read_text()))
-        if args.epochs is not None:  # --resume --epochs N trains on to N epochs
-            config = replace(config, train=replace(config.train, epochs=args.epochs))
-    else:
-        options = vars(args) | {"epochs": args.epochs or TrainConfig.epochs}
-        config = RunConfig(
-            **{f.name: options[f.name] for f in fields(RunConfig) if f.name != "train"},
-            train=TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options}),
-        )
+    config = check_train(args, defaults=vars(_parser().parse_args(["train", "--out", args.out])))
     history = train_run(config, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
     if history:
         print(f"final test ELBO: {history[-1]['test_elbo']:.3f} nats")
@@ -96,7 +88,9 @@ def _train(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from pyrovae.inference.evaluation import evaluate_elbo
     from pyrovae.runs import load_run, load_run_data
+    from pyrovae.validate import check_evaluate
 
+    check_evaluate(args)
     run = load_run(args.run_dir, args.device)
     data = load_run_data(run.config, args.device)
     result = evaluate_elbo(run.model, run.guide, data.eval_batches(args.split, run.config.train.eval_batch_size))
@@ -110,7 +104,9 @@ def _sample(args: argparse.Namespace) -> None:
 
     from pyrovae.plots import save_samples
     from pyrovae.runs import load_run
+    from pyrovae.validate import check_sample
 
+    check_sample(args)
     run = load_run(args.run_dir, args.device)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
     save_samples(run.model, run.image_shape, out, n=args.n)
@@ -119,18 +115,24 @@ def _sample(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from pyrovae.checkpoint import CheckpointError
-    from pyrovae.data import DataError
+    from pyrovae.runs import RunError, RunInterrupted
 
     try:
         {"train": _train, "evaluate": _evaluate, "sample": _sample}[args.command](args)
-    except (DataError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"pyrovae: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("pyrovae: interrupted", file=sys.stderr)
-        return 130
+    except ValueError as e:  # pyrovae's UsageError, DataError, CheckpointError, and bad values met later
+        return _fail(e, 2)
+    except (RunError, OSError) as e:
+        return _fail(e, 1)
+    except RunInterrupted as e:
+        return _fail(e, 128 + e.signum, "stopped")
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C
+        return _fail("interrupted", 130, "stopped")
     return 0
+
+
+def _fail(message: object, status: int, kind: str = "error") -> int:
+    print(f"pyrovae: {kind}: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":
