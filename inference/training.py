@@ -243,6 +243,11 @@ def load_params(params: dict[str, torch.Tensor]) -> None:
     unknown = sorted(set(params) - set(live))
     if unknown:
         raise ValueError(f"saved parameters {unknown} do not exist in this model")
+    for name, value in params.items():
+        if value.shape != live[name].shape:  # copy_ would broadcast a smaller tensor silently
+            raise ValueError(
+                f"saved parameter {name} has shape {tuple(value.shape)}, the model's {tuple(live[name].shape)}"
+            )
     with torch.no_grad():
         for name, value in params.items():
             live[name].copy_(value)
