@@ -22,6 +22,7 @@ from collections.abc import Sequence
 DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")  # == pyrovae.data.DATASETS
 OBJECTIVES = ("elbo", "mf-elbo")  # == pyrovae.inference.objectives.OBJECTIVES
 ACTIVATIONS = ("relu", "softplus", "tanh", "elu")  # == pyrovae.nets.ACTIVATIONS
+UNSET = object()  # the default of an option not written on the command line, when asked for
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -34,7 +35,8 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(*, unset: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The command-line parser; ``unset``: ``train`` options that read :data:`UNSET` unless given."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
         prog="pyrovae", description="Variational autoencoders on Pyro.", formatter_class=fmt
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--force", action="store_true", help="start over in an existing --out")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(**dict.fromkeys(unset, UNSET))
 
     evaluate = commands.add_parser("evaluate", help="ELBO of a trained run", formatter_class=fmt)
     evaluate.add_argument("run_dir", help="run directory")
@@ -79,7 +82,7 @@ def _train(args: argparse.Namespace) -> None:
     from pyrovae.runs import train_run
     from pyrovae.validate import check_train
 
-    config = check_train(args, defaults=vars(_parser().parse_args(["train", "--out", args.out])))
+    config = check_train(args, given=args.given)
     history = train_run(config, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
     if history:
         print(f"final test ELBO: {history[-1]['test_elbo']:.3f} nats")
@@ -115,6 +118,9 @@ def _sample(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "train":  # which options were written, to tell what --resume would change
+        marked = _parser(unset=sorted(set(vars(args)) - {"command"})).parse_args(argv)
+        args.given = {k for k, v in vars(marked).items() if v is not UNSET} - {"command"}
     from pyrovae.runs import RunError, RunInterrupted
 
     try:

@@ -110,6 +110,9 @@ def train_run(
     data = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
     model, guide = (m.to(device) for m in build_model(config, data.data_dim))
     trainer = Trainer(model, guide, data, config.train, progress=progress)
+    for name in RUN_FILES if resume else ():  # temporary files of writes cut short by a kill
+        for tmp in out.glob(f".{name}.*.tmp"):
+            tmp.unlink()
     if resume and (out / CHECKPOINT).exists():
         with _fits(out / CHECKPOINT):
             trainer.load_state_dict(load_checkpoint(out / CHECKPOINT)["trainer"])

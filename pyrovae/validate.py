@@ -35,17 +35,17 @@ class UsageError(ValueError):
     """The user's input cannot work; the message names the problem and the fix."""
 
 
-def check_train(args: argparse.Namespace, *, defaults: dict) -> RunConfig:
+def check_train(args: argparse.Namespace, *, given: set[str]) -> RunConfig:
     """The :class:`RunConfig` that ``pyrovae train`` will run, checked.
 
     :param args: the parsed ``train`` arguments.
-    :param defaults: the parser's defaults, to tell which options were given with ``--resume``.
+    :param given: the names of the options written on the command line (the rest are defaults).
     """
     out = Path(args.out)
     if args.resume and args.force:
         raise UsageError("--resume and --force contradict each other: continue the run, or start it over")
     if args.resume:
-        changed = [k for k, v in vars(args).items() if k not in (*RESUMABLE, "out", "resume") and v != defaults[k]]
+        changed = sorted(given - {*RESUMABLE, "out", "resume"})
         if changed:
             names = ", ".join("--" + k.replace("_", "-") for k in changed)
             raise UsageError(
@@ -53,9 +53,10 @@ def check_train(args: argparse.Namespace, *, defaults: dict) -> RunConfig:
                 "--lr, --clip-norm and --device may change (start a new run with another --out to change the rest)"
             )
         config = _resume_config(out)
-        given = {k: getattr(args, k) for k in RESUMABLE if getattr(args, k) != defaults[k]}
-        train = {k: v for k, v in given.items() if k in {f.name for f in fields(TrainConfig)}}
-        config = replace(config, train=replace(config.train, **train), device=given.get("device", config.device))
+        new = {k: getattr(args, k) for k in given & {f.name for f in fields(TrainConfig)}}
+        config = replace(
+            config, train=replace(config.train, **new), device=args.device if "device" in given else config.device
+        )
     else:
         _check_new_out(out, force=args.force)
         options = vars(args) | {"epochs": TrainConfig.epochs if args.epochs is None else args.epochs}

@@ -130,7 +130,7 @@ def other_settings(run: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "options", "message"),
     [
-        (None, ["--batch-size", "10"], "--batch-size: --resume continues with the settings in"),
+        (None, ["--batch-size", "100"], "--batch-size: --resume continues with the settings in"),
         (lambda run: (run / "config.json").unlink(), [], "config.json: not found, so"),
         (lambda run: (run / "config.json").write_text("{"), [], "config.json: not a pyrovae configuration"),
         (corrupt_checkpoint, [], "checkpoint.pt: not a readable checkpoint"),
