@@ -52,7 +52,7 @@ class TrainConfig:
     seed: int = 0  # seeds the per-epoch shuffle and binarization
     eval_batch_size: int = 1000  # chunk size of the per-epoch ELBO evaluation
     log_every: int = 50  # steps between progress-bar refreshes and NaN checks (the only host syncs)
-    clip_norm: float | None = None  # largest global gradient norm per step; None: no clipping
+    clip_norm: float | None = None  # largest gradient norm of the per-datapoint loss; None: no clipping
 
 
 class Diverged(ArithmeticError):
@@ -109,8 +109,8 @@ class Trainer:
         loss.backward()
         # in trace order (a dict keeps it), so that the clipped norm sums in the same order every run
         params = list(dict.fromkeys(site["value"].unconstrained() for site in capture.trace.nodes.values()))
-        if self.config.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, self.config.clip_norm)  # scales on the device: no sync
+        if self.config.clip_norm is not None:  # the loss is N x the per-datapoint mean: scale the bound alike
+            torch.nn.utils.clip_grad_norm_(params, self.config.clip_norm * self.num_data)  # on the device: no sync
         self.optimizer(params)
         zero_grads(params)
         return loss.detach()

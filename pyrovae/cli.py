@@ -57,7 +57,9 @@ def _parser(*, unset: Sequence[str] = ()) -> argparse.ArgumentParser:
     train.add_argument("--particles", type=int, default=1, help="samples of z per datapoint")
     train.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE)")
     train.add_argument("--kl-anneal", default="constant", help="constant | linear:STEPS | cyclical:PERIOD[:RATIO]")
-    train.add_argument("--clip-norm", type=float, default=None, help="clip the gradient norm to this (default: off)")
+    train.add_argument(
+        "--clip-norm", type=float, default=None, help="bound on the per-datapoint loss's gradient norm, e.g. 100"
+    )
     train.add_argument("--seed", type=int, default=0, help="random seed")
     train.add_argument("--device", default="auto", help="auto | cpu | cuda")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")

@@ -153,9 +153,9 @@ def _train_epoch(trainer: Trainer, out: Path, received: list[int]) -> dict[str, 
         lower = f"--lr {trainer.config.lr / 10:g}"
         then = (
             f"{out / CHECKPOINT} (epoch {trainer.epoch}) is kept: continue it with "
-            f"pyrovae train --out {out} --resume {lower} (or --clip-norm C)"
+            f"pyrovae train --out {out} --resume {lower} (or --clip-norm 100)"
             if trainer.epoch
-            else f"no epoch was completed: start over with --force {lower} (or --clip-norm C)"
+            else f"no epoch was completed: start over with --force {lower} (or --clip-norm 100)"
         )
         raise RunError(f"{e}. {then}") from None
     if row is None:
