@@ -164,10 +164,9 @@ def _train_epoch(trainer: Trainer, out: Path, received: list[int]) -> dict[str, 
 
 
 def _interrupted(out: Path, signum: int, epochs: int) -> RunInterrupted:
+    saved = f"{epochs} completed epochs are saved in {out / CHECKPOINT}" if epochs else "no epoch was completed"
     return RunInterrupted(
-        f"stopped by {signal.Signals(signum).name} with {epochs} epochs completed and saved in {out / CHECKPOINT}; "
-        f"continue with: pyrovae train --out {out} --resume",
-        signum,
+        f"{signal.Signals(signum).name} received; {saved}; continue with: pyrovae train --out {out} --resume", signum
     )
 
 

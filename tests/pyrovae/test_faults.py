@@ -15,12 +15,7 @@ import torch
 from pyrovae import checkpoint, cli
 from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
 
-SMALL = ["--hidden", "32", "--latent-dim", "3", "--batch-size", "40", "--no-progress"]  # 3 steps per epoch
-
-
-def train(amat_dir: Path, out: Path, *extra: str) -> int:
-    args = ["train", "--dataset", "binarized-mnist", "--data-dir", str(amat_dir), "--out", str(out)]
-    return cli.main([*args, *SMALL, *extra])
+from conftest import SMALL, train  # SMALL: 3 steps per epoch on amat_dir's 120 training rows
 
 
 def resume(out: Path, *extra: str) -> int:
@@ -75,7 +70,7 @@ def test_signal_saves_exits_cleanly_and_says_how_to_resume(amat_dir: Path, tmp_p
     out = tmp_path / "run"
     stopped = stop_during_training(amat_dir, out, signum)
     assert stopped.returncode == status, stopped.stderr
-    assert stopped.stderr.startswith(f"pyrovae: stopped: stopped by {signal.Signals(signum).name}")
+    assert stopped.stderr.startswith(f"pyrovae: stopped: {signal.Signals(signum).name} received; ")
     assert f"continue with: pyrovae train --out {out} --resume" in stopped.stderr
     assert "Traceback" not in stopped.stderr
     assert epochs_saved(out) == len(pd.read_csv(out / "metrics.csv")) >= 2

@@ -9,9 +9,7 @@ import torch
 from pyrovae import cli
 from pyrovae.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 
-from conftest import binary_images, write_amat
-
-SMALL = ["--hidden", "32", "--latent-dim", "3", "--batch-size", "40", "--no-progress"]
+from conftest import SMALL, binary_images, train, write_amat
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +21,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     for i, (split, n) in enumerate((("train", 80), ("valid", 40), ("test", 40))):
         write_amat(data / f"binarized_mnist_{split}.amat", binary_images(n, seed=i))
     run = root / "run"
-    args = ["train", "--dataset", "binarized-mnist", "--data-dir", str(data), "--out", str(run), "--epochs", "1"]
-    assert cli.main([*args, *SMALL]) == 0
+    assert train(data, run, "--epochs", "1") == 0
     return data, run
 
 
