@@ -14,6 +14,7 @@ import torch
 
 from pyrovae import checkpoint, cli
 from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
+from pyrovae.inference import Trainer
 
 from conftest import SMALL, train  # SMALL: 3 steps per epoch on amat_dir's 120 training rows
 
@@ -120,3 +121,21 @@ def test_same_seed_same_metrics_other_seed_other_metrics(amat_dir: Path, tmp_pat
     assert not metrics(tmp_path / "a").equals(metrics(tmp_path / "c"))
     params = [load_checkpoint(tmp_path / r / CHECKPOINT)["trainer"]["params"] for r in "ab"]
     assert all(torch.equal(params[0][k], params[1][k]) for k in params[0])
+
+
+@pytest.mark.parametrize(("at_step", "saved"), [(2, "no epoch was completed"), (5, "1 completed epochs are saved")])
+def test_ctrl_c_mid_epoch_abandons_it(amat_dir: Path, tmp_path: Path, capsys, monkeypatch, at_step: int, saved: str):
+    out, calls, step = tmp_path / "run", [], Trainer.step
+
+    def interrupted_step(self, x, beta):
+        calls.append(1)
+        if len(calls) == at_step:  # 3 steps per epoch: step 5 is the middle of epoch 2
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(self, x, beta)
+
+    monkeypatch.setattr(Trainer, "step", interrupted_step)
+    assert train(amat_dir, out, "--epochs", "3") == 130
+    assert saved in capsys.readouterr().err
+    assert len(pd.read_csv(out / "metrics.csv")) == (at_step - 1) // 3
+    monkeypatch.undo()
+    assert_continues_like_a_straight_run(amat_dir, out, tmp_path)
