@@ -22,6 +22,7 @@ import torch
 from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
 from pyrovae.data import DATASETS, require_data_dir
 from pyrovae.inference.annealing import parse_schedule
+from pyrovae.inference.iwae import GRADIENTS
 from pyrovae.inference.objectives import OBJECTIVES
 from pyrovae.inference.training import TrainConfig
 from pyrovae.nets import ACTIVATIONS
@@ -81,6 +82,9 @@ def check_config(config: RunConfig) -> None:
     _choice("dataset", config.dataset, DATASETS)
     _choice("activation", config.activation, tuple(ACTIVATIONS))
     _choice("objective", t.objective, OBJECTIVES)
+    _choice("IWAE gradient", t.iwae_gradient, GRADIENTS)
+    if not math.isfinite(t.alpha) or t.alpha == 1:
+        raise UsageError(f"--alpha must be finite and not 1 (that is the ELBO: --objective elbo), got {t.alpha}")
     try:
         parse_schedule(t.kl_anneal, t.beta)
     except ValueError as e:
@@ -91,9 +95,12 @@ def check_config(config: RunConfig) -> None:
 
 
 def check_evaluate(args: argparse.Namespace) -> None:
-    """``pyrovae evaluate``: the run directory and the device."""
+    """``pyrovae evaluate``: the run directory, the device and the sizes."""
     check_run_dir(args.run_dir)
     check_device(args.device)
+    _positive_int(chunk_size=args.chunk_size, batch_size=args.batch_size)
+    if args.limit is not None:
+        _positive_int(limit=args.limit)
 
 
 def check_sample(args: argparse.Namespace) -> None:
