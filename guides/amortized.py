@@ -20,12 +20,6 @@ from pyrovae.primitives import data_plate, kl_scale
 class AmortizedGuide(LatentGraph):
     """q(z | x, inputs) as a Pyro guide; takes the model's arguments (``batch_size`` is unused)."""
 
-    @property
-    def mean_field(self) -> bool:
-        """True when no latent's q reads another latent: the analytic-KL objective
-        (``mf-elbo``) is then exact; a hierarchical guide q(z_2 | z_1) is not mean field."""
-        return all(p == "x" or p in self.inputs for node in self.nodes for p in node.parents)
-
     def forward(
         self,
         x: torch.Tensor,

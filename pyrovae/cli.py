@@ -1,9 +1,16 @@
 """The ``pyrovae`` command: ``train``, ``evaluate`` and ``sample``.
 
 Heavy libraries (torch, Pyro) are imported inside the commands, so that
-``pyrovae --help`` answers at once. Every expected failure (bad data, a missing
-or damaged checkpoint, an existing run directory) ends with one readable line on
-stderr and exit status 2.
+``pyrovae --help`` answers at once. Every expected failure ends with one
+readable line on stderr, ``pyrovae: error: ...``, and an exit status:
+
+* 2: bad input (an option out of range, bad data, a missing or damaged
+  checkpoint, an existing run directory); checked by :mod:`pyrovae.validate`
+  before anything is written;
+* 1: a fault during the run (NaN or infinite loss, a failed write); the last
+  checkpoint is intact;
+* 128 + the signal's number (130 for SIGINT, 143 for SIGTERM): training was
+  stopped and can be continued with ``--resume``.
 """
 
 from __future__ import annotations
@@ -11,13 +18,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import fields, replace
 
 DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")  # == pyrovae.data.DATASETS
 OBJECTIVES = ("elbo", "mf-elbo", "iwae", "renyi")  # == pyrovae.inference.objectives.OBJECTIVES
 ACTIVATIONS = ("relu", "softplus", "tanh", "elu")  # == pyrovae.nets.ACTIVATIONS
 MODELS = ("vae", "cvae", "hvae", "ae", "dae")  # == pyrovae.spec.BUILTIN
 LIKELIHOODS = ("bernoulli", "gaussian", "learned-gaussian", "continuous-bernoulli")  # == models.likelihoods
+UNSET = object()  # the default of an option not written on the command line, when asked for
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -30,7 +37,16 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def _parser() -> argparse.ArgumentParser:
+def _ints(text: str) -> tuple[int, ...]:
+    """Comma-separated integers, their range checked by :mod:`pyrovae.validate`."""
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _parser(*, unset: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The command-line parser; ``unset``: ``train`` options that read :data:`UNSET` unless given."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
         prog="pyrovae", description="Variational autoencoders on Pyro.", formatter_class=fmt
@@ -44,11 +60,25 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None, help="passes over the training set (default: 50)")
     train.add_argument("--batch-size", type=int, default=100, help="datapoints per step")
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    train.add_argument("--objective", default="elbo", choices=OBJECTIVES, help="training objective")
+    train.add_argument("--particles", type=int, default=1, help="samples of z per datapoint (k for iwae, renyi)")
+    train.add_argument("--iwae-gradient", default="standard", choices=("standard", "dreg"), help="IWAE estimator")
+    train.add_argument("--alpha", type=float, default=0.5, help="order of the Renyi bound (--objective renyi)")
+    train.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE)")
+    train.add_argument("--kl-anneal", default="constant", help="constant | linear:STEPS | cyclical:PERIOD[:RATIO]")
+    train.add_argument(
+        "--clip-norm", type=float, default=None, help="bound on the per-datapoint loss's gradient norm, e.g. 100"
+    )
+    train.add_argument("--seed", type=int, default=0, help="random seed")
+    train.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument("--force", action="store_true", help="start over in an existing --out")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
     model = train.add_argument_group("model (options left out take the model's spec values)")
     model.add_argument("--model", default=argparse.SUPPRESS, choices=MODELS, help="built-in family (default: vae)")
     model.add_argument("--spec", default=argparse.SUPPRESS, help="TOML file declaring the model instead of --model")
     keep = argparse.SUPPRESS  # an override absent from the command line keeps the spec's value
-    model.add_argument("--latent-dim", type=_int_list, default=keep, help="latent sizes, e.g. 20, or 100,50 for hvae")
+    model.add_argument("--latent-dim", type=_ints, default=keep, help="latent sizes, e.g. 20, or 100,50 for hvae")
     model.add_argument("--hidden", type=_int_list, default=keep, help="hidden widths of every network, e.g. 400,400")
     model.add_argument("--activation", default=keep, choices=ACTIVATIONS, help="hidden activation")
     model.add_argument("--likelihood", default=keep, choices=LIKELIHOODS, help="p(x | z) (built-ins: bernoulli)")
@@ -57,17 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--guide", default=keep, choices=("diag", "full"), help="q(z | x): diagonal or full covariance")
     model.add_argument("--arch", default=keep, choices=("mlp", "conv"), help="networks reading or writing images")
     model.add_argument("--corruption", default=keep, help="dae input corruption: mask:P | gaussian:SIGMA")
-    train.add_argument("--objective", default="elbo", choices=OBJECTIVES, help="training objective")
-    train.add_argument("--particles", type=int, default=1, help="samples of z per datapoint (k for iwae, renyi)")
-    train.add_argument("--iwae-gradient", default="standard", choices=("standard", "dreg"), help="IWAE estimator")
-    train.add_argument("--alpha", type=float, default=0.5, help="order of the Renyi bound (--objective renyi)")
-    train.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE)")
-    train.add_argument("--kl-anneal", default="constant", help="constant | linear:STEPS | cyclical:PERIOD[:RATIO]")
-    train.add_argument("--seed", type=int, default=0, help="random seed")
-    train.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    train.add_argument("--force", action="store_true", help="start over in an existing --out")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(**dict.fromkeys(unset, UNSET))
 
     evaluate = commands.add_parser(
         "evaluate", help="importance-weighted bounds L_k and active units of a trained run", formatter_class=fmt
@@ -90,32 +110,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
-    import json
-    from pathlib import Path
+    from pyrovae.runs import model_spec, train_run
+    from pyrovae.validate import check_train
 
-    from pyrovae.inference.training import TrainConfig
-    from pyrovae.runs import RunConfig, model_spec, train_run
-
-    options = vars(args) | {"epochs": args.epochs or TrainConfig.epochs}
-    if "spec" in options:
-        from pyrovae import spec
-
-        if "model" in options:
-            raise ValueError("give --model or --spec, not both")
-        options["spec"] = spec.read(options["spec"])
-        spec.load(options["spec"])  # a bad spec fails here, before any data is loaded
-    if args.resume:
-        config_path = Path(args.out) / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path}: not found; --resume needs a run directory made by pyrovae train")
-        config = RunConfig.from_dict(json.loads(config_path.read_text()))
-        if args.epochs is not None:  # --resume --epochs N trains on to N epochs
-            config = replace(config, train=replace(config.train, epochs=args.epochs))
-    else:
-        config = RunConfig(
-            **{f.name: options[f.name] for f in fields(RunConfig) if f.name in options},
-            train=TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options}),
-        )
+    config = check_train(args, given=args.given)
     history = train_run(config, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
     if history:
         name = "test ELBO" if model_spec(config).guide != "delta" else "test log p(x | f(x)) (autoencoder)"
@@ -124,7 +122,9 @@ def _train(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from pyrovae.runs import evaluate_run
+    from pyrovae.validate import check_evaluate
 
+    check_evaluate(args)
     table, active = evaluate_run(
         args.run_dir,
         ks=args.k,
@@ -146,7 +146,9 @@ def _sample(args: argparse.Namespace) -> None:
 
     from pyrovae.plots import save_samples
     from pyrovae.runs import load_run, resolve_device, sample_inputs
+    from pyrovae.validate import check_sample
 
+    check_sample(args)
     run = load_run(args.run_dir, args.device)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
     inputs = sample_inputs(run.model, args.label, n=args.n, device=resolve_device(args.device))
@@ -156,18 +158,27 @@ def _sample(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from pyrovae.checkpoint import CheckpointError
-    from pyrovae.data import DataError
+    if args.command == "train":  # which options were written, to tell what --resume would change
+        marked = _parser(unset=sorted(set(vars(args)) - {"command"})).parse_args(argv)
+        args.given = {k for k, v in vars(marked).items() if v is not UNSET} - {"command"}
+    from pyrovae.runs import RunError, RunInterrupted
 
     try:
         {"train": _train, "evaluate": _evaluate, "sample": _sample}[args.command](args)
-    except (DataError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"pyrovae: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("pyrovae: interrupted", file=sys.stderr)
-        return 130
+    except ValueError as e:  # pyrovae's UsageError, DataError, CheckpointError, and bad values met later
+        return _fail(e, 2)
+    except (RunError, OSError) as e:
+        return _fail(e, 1)
+    except RunInterrupted as e:
+        return _fail(e, 128 + e.signum, "stopped")
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C
+        return _fail("interrupted", 130, "stopped")
     return 0
+
+
+def _fail(message: object, status: int, kind: str = "error") -> int:
+    print(f"pyrovae: {kind}: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

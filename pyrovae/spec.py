@@ -92,6 +92,13 @@ class ModelSpec:
     corruption: str = "none"  # the point-mass guide's input corruption (denoising autoencoder)
     data_dim: int | None = None  # x.size, when the spec fixes it
 
+    @property
+    def mean_field(self) -> bool:
+        """True when no latent's encoder reads another latent: the analytic-KL objective (``mf-elbo``) is
+        then exact; a hierarchical guide q(z_2 | z_1) is not mean field."""
+        names = {z.name for z in self.latents}
+        return not any(set(z.encoder.given) & names for z in self.latents)
+
 
 def builtin_path(name: str) -> Path:
     """The spec file of a built-in family."""

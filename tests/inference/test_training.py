@@ -6,7 +6,7 @@ import torch
 from pyro.distributions.kl import kl_divergence
 
 from pyrovae.data import Dataset
-from pyrovae.inference import TrainConfig, Trainer
+from pyrovae.inference import Diverged, TrainConfig, Trainer
 
 from conftest import binary_images, make_vae
 
@@ -82,3 +82,79 @@ def test_stale_param_store_is_reported(small_data: Dataset):
     model, guide = make_vae(data_dim=small_data.data_dim, latent_dim=2, hidden=(16,))
     with pytest.raises(RuntimeError, match="clear_param_store"):
         Trainer(model, guide, small_data, CONFIG, progress=False)
+
+
+def nan_at(trainer: Trainer, bad_step: int) -> list[float]:
+    """Make ``trainer.step`` return NaN at global step ``bad_step`` (1-based); returns the losses it gave."""
+    real, losses = trainer.step, []
+
+    def step(x, beta):
+        loss = real(x, beta)
+        losses.append(math.nan if len(losses) + 1 == bad_step else loss.item())
+        return torch.tensor(losses[-1])
+
+    trainer.step = step
+    return losses
+
+
+@pytest.mark.parametrize(("bad_step", "log_every"), [(7, 2), (8, 2), (5, 50), (1, 3)])
+def test_nan_loss_is_reported_at_its_step_with_the_last_finite_loss(small_data, bad_step: int, log_every: int):
+    trainer = make_trainer(small_data, log_every=log_every)  # 60 rows / 16: 4 steps per epoch
+    losses = nan_at(trainer, bad_step)
+    with pytest.raises(Diverged) as e:
+        for _ in range(3):
+            trainer.train_epoch()
+    assert (e.value.step, e.value.epoch) == (bad_step, (bad_step - 1) // 4 + 1)
+    last = None if bad_step == 1 else losses[bad_step - 2] / 60  # per datapoint
+    assert e.value.last_finite_loss == (pytest.approx(last) if last else None)
+    assert trainer.epoch == (bad_step - 1) // 4  # the diverged epoch is not recorded
+
+
+def test_non_finite_parameters_at_the_epoch_end_are_caught(small_data):
+    trainer = make_trainer(small_data)
+    real, calls = trainer.step, []
+
+    def step(x, beta):  # the epoch's last update overflows: every loss reported was finite
+        calls.append(1)
+        loss = real(x, beta)
+        if len(calls) == trainer.steps_per_epoch:
+            with torch.no_grad():
+                next(trainer.guide.parameters()).fill_(math.inf)
+        return loss
+
+    trainer.step = step
+    with pytest.raises(Diverged, match="at step 4 \\(epoch 1\\)"):
+        trainer.train_epoch()
+
+
+def test_stop_abandons_the_epoch(small_data):
+    trainer = make_trainer(small_data)
+    calls = []
+    assert trainer.train_epoch(stop=lambda: calls.append(1) or len(calls) == 2) is None
+    assert trainer.epoch == 0 and len(calls) == 2  # polled after each step, stopped after the second
+
+
+@pytest.mark.parametrize("clip_norm", [None, 0.5])
+def test_clip_norm_bounds_the_global_gradient_norm(small_data, clip_norm):
+    trainer = make_trainer(small_data, clip_norm=clip_norm)
+    norms = []
+
+    def record(optimizer, args, kwargs):  # runs just before Adam's update
+        grads = [p.grad.norm() for group in optimizer.param_groups for p in group["params"]]
+        norms.append(torch.linalg.vector_norm(torch.stack(grads)).item())
+
+    trainer.optimizer.register_step_pre_hook(record)
+    trainer.step(small_data.splits["train"][:16], 1.0)
+    # the loss is 60 x the per-datapoint mean, so its gradient norm is bounded by 60 x clip_norm
+    assert norms[0] == pytest.approx(0.5 * 60) if clip_norm else norms[0] > 4 * 0.5 * 60
+
+
+def test_resumed_trainer_uses_its_own_learning_rate(small_data):
+    first = make_trainer(small_data)
+    first.train_epoch()
+    resumed = make_trainer(small_data, lr=0.5)
+    resumed.load_state_dict(first.state_dict())
+    for name, p in resumed.params.items():  # Adam's moments are restored before any step
+        assert torch.equal(resumed.optimizer.state[p]["exp_avg"], first.optimizer.state[first.params[name]]["exp_avg"])
+    resumed.train_epoch()
+    assert all(g["lr"] == 0.5 for g in resumed.optimizer.param_groups)

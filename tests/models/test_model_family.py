@@ -9,7 +9,6 @@ from pyro.poutine.util import site_is_subsample
 from pyrovae import spec
 from pyrovae.data import Dataset
 from pyrovae.inference import OBJECTIVES, TrainConfig, Trainer, active_units, log_weights
-from pyrovae.runs import check_objective
 
 from conftest import binary_images
 
@@ -17,6 +16,7 @@ FAMILIES = [(name, arch) for name in spec.BUILTIN for arch in ("mlp", "conv")]
 
 
 def build(name: str, arch: str = "mlp", **options):
+    """The family's model and guide for 16-pixel 4 x 4 images, small networks, 3 dimensions per latent."""
     s = spec.with_options(
         spec.load(name), arch=arch, hidden=(8,), latent_dim=(3,) * len(spec.load(name).latents), **options
     )
@@ -51,11 +51,9 @@ TRAINING += [(name, "conv", "elbo") for name in spec.BUILTIN]
 
 @pytest.mark.parametrize(("name", "arch", "objective"), TRAINING)
 def test_trains_with_every_objective_and_gives_log_weights(name: str, arch: str, objective: str):
+    if objective == "mf-elbo" and not spec.load(name).mean_field:  # the hierarchical guide q(z2 | z1)
+        return  # refused by pyrovae train (tests/pyrovae/test_cli_models.py); Pyro warns
     model, guide = build(name, arch)
-    if objective == "mf-elbo" and not guide.mean_field:  # the hierarchical guide q(z2 | z1)
-        with pytest.raises(ValueError, match="mean-field"):
-            check_objective(objective, guide)
-        return
     data = labelled_data()
     trainer = Trainer(
         model,
@@ -80,7 +78,7 @@ def test_trains_with_every_objective_and_gives_log_weights(name: str, arch: str,
 def test_hierarchical_model_is_the_iwae_architecture_with_active_units_per_layer():
     model, guide = spec.build("hvae", data_dim=784)
     assert [n.site for n in model.latents] == ["z2", "z1"] and [n.site for n in guide.nodes] == ["z1", "z2"]
-    assert [n.parents for n in model.nodes] == [(), ("z2",), ("z1",)] and not guide.mean_field
+    assert [n.parents for n in model.nodes] == [(), ("z2",), ("z1",)] and not spec.load("hvae").mean_field
     widths = {
         k: [m.out_features for m in c.modules() if isinstance(m, torch.nn.Linear)]
         for k, c in model.conditionals.items()

@@ -76,7 +76,7 @@ def test_cvae_samples_by_label(mnist_dir: Path, tmp_path: Path, capsys):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--model", "cvae"], "no labels"),
+        (["--model", "cvae"], "binarized-mnist has none"),
         (["--model", "hvae", "--objective", "mf-elbo"], "mean-field"),
         (["--model", "hvae", "--latent-dim", "5"], "--latent-dim: give 2 sizes"),
         (["--model", "ae", "--guide", "full"], "'delta'"),
