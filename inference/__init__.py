@@ -1,7 +1,7 @@
 """Objectives, bounds, evaluation and the SVI training loop."""
 
 from pyrovae.inference.annealing import parse_schedule
-from pyrovae.inference.diagnostics import active_units, posterior_means
+from pyrovae.inference.diagnostics import active_units, kl_per_dim, posterior_means
 from pyrovae.inference.evaluation import evaluate_elbo
 from pyrovae.inference.log_weights import elbo_terms, log_weights
 from pyrovae.inference.objectives import OBJECTIVES, make_objective
@@ -14,6 +14,7 @@ __all__ = [
     "active_units",
     "elbo_terms",
     "evaluate_elbo",
+    "kl_per_dim",
     "log_weights",
     "make_objective",
     "parse_schedule",
