@@ -1,4 +1,4 @@
-"""The ``pyrovae`` command: ``train``, ``evaluate`` and ``sample``.
+"""The ``pyrovae`` command: ``train``, ``evaluate``, ``sample`` and ``plot``.
 
 Heavy libraries (torch, Pyro) are imported inside the commands, so that
 ``pyrovae --help`` answers at once. Every expected failure (bad data, a missing
@@ -16,6 +16,17 @@ from dataclasses import fields, replace
 DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")  # == pyrovae.data.DATASETS
 OBJECTIVES = ("elbo", "mf-elbo")  # == pyrovae.inference.objectives.OBJECTIVES
 ACTIVATIONS = ("relu", "softplus", "tanh", "elu")  # == pyrovae.nets.ACTIVATIONS
+PLOT_KINDS = (  # == pyrovae.figures.KINDS
+    "samples",
+    "reconstructions",
+    "latent-map",
+    "manifold",
+    "interpolate",
+    "traverse",
+    "arithmetic",
+    "curves",
+    "kl-per-dim",
+)
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -26,6 +37,14 @@ def _int_list(text: str) -> tuple[int, ...]:
     if any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
     return values
+
+
+def _triple(text: str) -> tuple[int, int, int]:
+    try:
+        a, b, c = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three class labels A,B,C, got {text!r}") from None
+    return a, b, c
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--force", action="store_true", help="start over in an existing --out")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--snapshot-epochs",
+        type=_int_list,
+        default=(),
+        help="epochs after which to save reconstructions_eN.png and samples_eN.png (one fixed Z), e.g. 1,5,10",
+    )
 
     evaluate = commands.add_parser("evaluate", help="ELBO of a trained run", formatter_class=fmt)
     evaluate.add_argument("run_dir", help="run directory")
@@ -65,13 +90,25 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=int, default=64, help="number of samples")
     sample.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/samples.png)")
     sample.add_argument("--device", default="auto", help="auto | cpu | cuda")
+
+    plot = commands.add_parser("plot", help="a figure of a trained run, as a PNG", formatter_class=fmt)
+    plot.add_argument("run_dir", help="run directory")
+    plot.add_argument("--kind", required=True, choices=PLOT_KINDS, help="figure")
+    plot.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/KIND.png)")
+    plot.add_argument("--temperature", type=float, default=1.0, help="samples: prior spread scale")
+    plot.add_argument(
+        "--classes", type=_triple, action="append", help="arithmetic: A,B,C for mean A - mean B + mean C (repeatable)"
+    )
+    plot.add_argument("--device", default="auto", help="auto | cpu | cuda")
     return parser
 
 
 def _train(args: argparse.Namespace) -> None:
     import json
+    import warnings
     from pathlib import Path
 
+    from pyrovae.inference.diagnostics import PosteriorCollapseWarning
     from pyrovae.inference.training import TrainConfig
     from pyrovae.runs import RunConfig, train_run
 
@@ -88,7 +125,10 @@ def _train(args: argparse.Namespace) -> None:
             **{f.name: options[f.name] for f in fields(RunConfig) if f.name != "train"},
             train=TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options}),
         )
-    history = train_run(config, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
+    with warnings.catch_warnings():  # a collapse warning is one line on stderr, each time it happens
+        warnings.simplefilter("always", PosteriorCollapseWarning)
+        warnings.showwarning = lambda message, *_: print(f"pyrovae: warning: {message}", file=sys.stderr)
+        history = train_run(config, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
     if history:
         print(f"final test ELBO: {history[-1]['test_elbo']:.3f} nats")
 
@@ -117,13 +157,27 @@ def _sample(args: argparse.Namespace) -> None:
     print(out)
 
 
+def _plot(args: argparse.Namespace) -> None:
+    from pyrovae.figures import plot_run
+
+    out = plot_run(
+        args.run_dir,
+        args.kind,
+        out=args.out,
+        temperature=args.temperature,
+        triples=args.classes,
+        device=args.device,
+    )
+    print(out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from pyrovae.checkpoint import CheckpointError
     from pyrovae.data import DataError
 
     try:
-        {"train": _train, "evaluate": _evaluate, "sample": _sample}[args.command](args)
+        {"train": _train, "evaluate": _evaluate, "sample": _sample, "plot": _plot}[args.command](args)
     except (DataError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"pyrovae: error: {e}", file=sys.stderr)
         return 2

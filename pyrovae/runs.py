@@ -1,9 +1,10 @@
 """A run directory: configuration, building the model, training, reloading.
 
 ``RUN_DIR`` holds ``config.json`` (every setting), ``checkpoint.pt`` (written
-atomically after every epoch), ``metrics.csv`` (one row per completed epoch,
-rewritten from the checkpoint's history so it never holds an epoch twice),
-``samples.png`` and ``reconstructions.png``.
+atomically after every epoch), ``metrics.csv`` and ``kl_per_dim.csv`` (one row
+per completed epoch, rewritten from the checkpoint's history so they never hold
+an epoch twice), ``samples.png``, ``reconstructions.png`` and, after each epoch
+N of ``snapshot_epochs``, ``reconstructions_eN.png`` and ``samples_eN.png``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,20 @@ from pyrovae.guides import NormalGuide
 from pyrovae.inference.training import METRICS, TrainConfig, Trainer, load_params, register_params
 from pyrovae.models import VAE
 from pyrovae.nets import Decoder, GaussianEncoder
-from pyrovae.plots import save_reconstructions, save_samples
+from pyrovae.plots import decode, fixed_latents, save_grid, save_reconstructions, save_samples
 
-RUN_FILES = ("config.json", CHECKPOINT, "metrics.csv", "bounds.csv", "samples.png", "reconstructions.png")
+RUN_FILES = (
+    "config.json",
+    CHECKPOINT,
+    "metrics.csv",
+    "kl_per_dim.csv",
+    "bounds.csv",
+    "samples.png",
+    "reconstructions.png",
+)
+SNAPSHOT_FILES = ("reconstructions_e*.png", "samples_e*.png")
+SNAPSHOT_SAMPLES = 128  # rows of the fixed Z decoded at every snapshot (the course experiment's 128 x latent_dim)
+SNAPSHOT_SEED = 0  # Z depends only on this and latent_dim: the same at every snapshot, across --resume
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,7 @@ class RunConfig:
     hidden: tuple[int, ...] = (400, 400)  # encoder hidden widths; the decoder mirrors them
     activation: str = "relu"  # a name in pyrovae.nets.ACTIVATIONS
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    snapshot_epochs: tuple[int, ...] = ()  # epochs after which to save reconstructions_eN.png, samples_eN.png
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_json(self) -> str:
@@ -48,6 +61,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
         d = dict(d)
+        d["snapshot_epochs"] = tuple(d.get("snapshot_epochs", ()))
         return cls(**{**d, "hidden": tuple(d["hidden"]), "train": TrainConfig(**d["train"])})
 
 
@@ -83,6 +97,8 @@ def train_run(
         out.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
+        for path in (p for pattern in SNAPSHOT_FILES for p in out.glob(pattern)):
+            path.unlink()
         atomic_write_text(out / "config.json", config.to_json())
     while trainer.epoch < config.train.epochs:
         row = trainer.train_epoch()
@@ -94,18 +110,45 @@ def train_run(
         }
         save_checkpoint(out / CHECKPOINT, state)
         write_metrics(out / "metrics.csv", trainer.history)
+        write_kl_per_dim(out / "kl_per_dim.csv", trainer.history)
+        if row["epoch"] in config.snapshot_epochs:
+            save_snapshots(model, guide, data, out, row["epoch"])
         print(
             f"epoch {row['epoch']:>3}  train ELBO {row['train_elbo']:9.3f}  test ELBO {row['test_elbo']:9.3f}  "
-            f"KL {row['kl']:7.3f}  beta {row['beta']:.3g}  {row['seconds']:6.1f}s",
+            f"KL {row['kl']:7.3f}  active {row['active_units']:>3}  beta {row['beta']:.3g}  {row['seconds']:6.1f}s",
             flush=True,
         )
     write_metrics(out / "metrics.csv", trainer.history)
+    write_kl_per_dim(out / "kl_per_dim.csv", trainer.history)
     save_figures(model, guide, data, out)
     return trainer.history
 
 
 def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
     atomic_write_text(path, pd.DataFrame(history, columns=list(METRICS)).to_csv(index=False))
+
+
+def write_kl_per_dim(path: Path, history: list[dict]) -> None:
+    """One row per epoch: ``epoch`` and the KL of each dimension u of each latent site, column ``site[u]``."""
+    rows = [
+        {"epoch": row["epoch"]}
+        | {f"{site}[{u}]": value for site, kl in row["kl_per_dim"].items() for u, value in enumerate(kl)}
+        for row in history
+    ]
+    atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+
+
+def save_snapshots(model: nn.Module, guide: nn.Module, data: Dataset, out: Path, epoch: int) -> None:
+    """``reconstructions_e{epoch}.png`` and ``samples_e{epoch}.png``: the fixed Z decoded, 16 per row.
+
+    Neither draws from the training RNG, so snapshots leave training unchanged.
+    """
+    z = fixed_latents(SNAPSHOT_SAMPLES, model.latent_dim, seed=SNAPSHOT_SEED, device=data.device)
+    with torch.random.fork_rng():  # the model samples x after z
+        save_grid(decode(model, z), data.image_shape, out / f"samples_e{epoch}.png", nrow=16)
+    save_reconstructions(
+        model, guide, next(data.eval_batches("test", 32)), data.image_shape, out / f"reconstructions_e{epoch}.png"
+    )
 
 
 def save_figures(model: nn.Module, guide: nn.Module, data: Dataset, out: Path) -> None:
