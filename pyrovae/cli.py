@@ -24,8 +24,8 @@ PLOT_KINDS = (  # == pyrovae.figures.KINDS
     "interpolate",
     "traverse",
     "arithmetic",
-    "curves",
     "kl-per-dim",
+    "curves",
 )
 
 
@@ -158,17 +158,12 @@ def _sample(args: argparse.Namespace) -> None:
 
 
 def _plot(args: argparse.Namespace) -> None:
-    from pyrovae.figures import plot_run
+    from pyrovae.figures import PlotOptions, plot_run
 
-    out = plot_run(
-        args.run_dir,
-        args.kind,
-        out=args.out,
-        temperature=args.temperature,
-        triples=args.classes,
-        device=args.device,
-    )
-    print(out)
+    options = PlotOptions(temperature=args.temperature, device=args.device)
+    if args.classes:
+        options = replace(options, triples=tuple(args.classes))
+    print(plot_run(args.run_dir, args.kind, out=args.out, options=options))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

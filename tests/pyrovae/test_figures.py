@@ -21,8 +21,8 @@ SIZES = {  # (width, height) in pixels: the figure sizes in pyrovae.plots / pyro
     "interpolate": (780, 930),
     "traverse": (780, 270),  # 2.25 in: 1.25 in + 1/2 in per latent dimension (D = 2)
     "arithmetic": (600, 630),
-    "curves": (1080, 780),
     "kl-per-dim": (1080, 480),
+    "curves": (1080, 780),
 }
 
 
