@@ -1,22 +1,31 @@
 """Objectives, bounds, evaluation and the SVI training loop."""
 
 from pyrovae.inference.annealing import parse_schedule
+from pyrovae.inference.bounds import iwae_bound, log_likelihood, log_mean_exp, renyi_bound
 from pyrovae.inference.diagnostics import active_units, kl_per_dim, posterior_means
 from pyrovae.inference.evaluation import evaluate_elbo
+from pyrovae.inference.iwae import IWAE
 from pyrovae.inference.log_weights import elbo_terms, log_weights
 from pyrovae.inference.objectives import OBJECTIVES, make_objective
+from pyrovae.inference.renyi import RenyiBound
 from pyrovae.inference.training import TrainConfig, Trainer
 
 __all__ = [
+    "IWAE",
     "OBJECTIVES",
+    "RenyiBound",
     "TrainConfig",
     "Trainer",
     "active_units",
     "elbo_terms",
     "evaluate_elbo",
+    "iwae_bound",
     "kl_per_dim",
+    "log_likelihood",
+    "log_mean_exp",
     "log_weights",
     "make_objective",
     "parse_schedule",
     "posterior_means",
+    "renyi_bound",
 ]

@@ -13,17 +13,29 @@ References: Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted Autoenco
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
+from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
 PARTICLE_PLATE = "particles"
 
 
-def _vectorized(fn: Callable, num_particles: int) -> Callable:
+class ParticleTraces(NamedTuple):
+    """Model and guide traces of ``num_particles`` vectorized particles."""
+
+    guide: Trace
+    model: Trace
+    data_scale: float  # N / B of the data plate: 1 without subsampling
+
+
+def vectorized(fn: Callable, num_particles: int) -> Callable:
+    """``fn`` run inside a plate of ``num_particles`` particles at dim -2."""
+
     def fn_with_particles(*args, **kwargs):
         with pyro.plate(PARTICLE_PLATE, num_particles, dim=-2):
             return fn(*args, **kwargs)
@@ -31,19 +43,74 @@ def _vectorized(fn: Callable, num_particles: int) -> Callable:
     return fn_with_particles
 
 
-def _site_log_prob(site: dict) -> torch.Tensor:
-    """A site's log-density per particle and datapoint, without the plate subsample scale."""
-    if not any(f.dim == -1 and f.name != PARTICLE_PLATE for f in site["cond_indep_stack"]):
+def particle_traces(
+    model: Callable, guide: Callable, *args, num_particles: int, guide_trace: Trace | None = None, **kwargs
+) -> ParticleTraces:
+    """Trace the guide (unless ``guide_trace`` is given), then the model replayed against it."""
+    if guide_trace is None:
+        guide_trace = poutine.trace(vectorized(guide, num_particles)).get_trace(*args, **kwargs)
+    replayed = poutine.replay(vectorized(model, num_particles), trace=guide_trace)
+    model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
+    return ParticleTraces(guide_trace, model_trace, data_scale(model_trace))
+
+
+def _data_frame(site: dict):
+    frames = [f for f in site["cond_indep_stack"] if f.dim == -1 and f.name != PARTICLE_PLATE]
+    if not frames:
         raise ValueError(
             f"site {site['name']!r} is outside a plate at dim -1; per-datapoint log-weights "
             "need every sample site inside the data plate"
         )
+    return frames[0]
+
+
+def data_scale(trace: Trace) -> float:
+    """The data plate's subsample scale N / B (1 without subsampling)."""
+    for site in sample_sites(trace):
+        frame = _data_frame(site)
+        return frame.full_size / frame.size if frame.full_size is not None else 1.0
+    raise ValueError("the model has no sample site")
+
+
+def sample_sites(trace: Trace) -> list[dict]:
+    """The trace's sample sites, without the plates' subsample sites."""
+    return [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
+
+
+def site_log_prob(site: dict, value: torch.Tensor | None = None) -> torch.Tensor:
+    """A site's log-density per particle and datapoint, without the plate subsample scale.
+
+    :param value: evaluate at this value instead of the site's own (same shape).
+    """
+    frame = _data_frame(site)
     scale = site["scale"]
-    for frame in site["cond_indep_stack"]:
-        if frame.full_size is not None and frame.full_size != frame.size:
-            scale = scale / (frame.full_size / frame.size)  # undo the plate's N / B
-    log_p = site["fn"].log_prob(site["value"])  # (num_particles, batch)
+    if frame.full_size is not None and frame.full_size != frame.size:
+        scale = scale / (frame.full_size / frame.size)  # undo the plate's N / B
+    log_p = site["fn"].log_prob(site["value"] if value is None else value)  # (num_particles, batch)
     return scale_and_mask(log_p, scale, site["mask"])
+
+
+def traced_log_weights(traces: ParticleTraces) -> torch.Tensor:
+    """log p(x, z) - log q(z | x) per particle and datapoint, ``(k, batch)``, from traces."""
+    log_p = sum(site_log_prob(s) for s in sample_sites(traces.model))
+    log_q = sum(site_log_prob(s) for s in sample_sites(traces.guide) if not s["is_observed"])
+    return log_p - log_q
+
+
+def conditioned_log_densities(
+    model: Callable, guide: Callable, values: dict[str, torch.Tensor], *args, num_particles: int, **kwargs
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(x, z) and log q(z | x), ``(k, batch)`` each, at given latent ``values`` ``{site: (k, batch, ...)}``.
+
+    Both programs run conditioned on the values, so gradients with respect to the
+    values include every path through which the densities depend on them (such as
+    a hierarchical guide's q(z_2 | z_1)).
+    """
+    guide_trace = poutine.trace(poutine.condition(vectorized(guide, num_particles), data=values))
+    model_trace = poutine.trace(poutine.condition(vectorized(model, num_particles), data=values))
+    log_q = sum(site_log_prob(s) for s in sample_sites(guide_trace.get_trace(*args, **kwargs)) if s["name"] in values)
+    log_p = sum(site_log_prob(s) for s in sample_sites(model_trace.get_trace(*args, **kwargs)))
+    return log_p, log_q
 
 
 def elbo_terms(
@@ -56,21 +123,15 @@ def elbo_terms(
         ``log_ratio`` sums log q(z | x) - log p(z) over the latent sites, so that
         ``log w = log_likelihood - log_ratio`` and ``E_q[log_ratio]`` is the KL.
     """
-    guide_trace = poutine.trace(_vectorized(guide, num_particles)).get_trace(*args, **kwargs)
-    replayed = poutine.replay(_vectorized(model, num_particles), trace=guide_trace)
-    model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
-    log_likelihood, log_ratio = [], []
-    for trace, sign in ((model_trace, -1.0), (guide_trace, 1.0)):
-        for site in trace.nodes.values():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            if trace is model_trace and site["is_observed"]:
-                log_likelihood.append(_site_log_prob(site))
-            elif not site["is_observed"]:
-                log_ratio.append(sign * _site_log_prob(site))
+    traces = particle_traces(model, guide, *args, num_particles=num_particles, **kwargs)
+    model_sites = sample_sites(traces.model)
+    log_likelihood = [site_log_prob(s) for s in model_sites if s["is_observed"]]
     if not log_likelihood:
         raise ValueError("the model has no observed sample site")
-    return sum(log_likelihood), sum(log_ratio) if log_ratio else torch.zeros_like(log_likelihood[0])
+    log_ratio = [-site_log_prob(s) for s in model_sites if not s["is_observed"]]
+    log_ratio += [site_log_prob(s) for s in sample_sites(traces.guide) if not s["is_observed"]]
+    zero = torch.zeros_like(log_likelihood[0])
+    return sum(log_likelihood, zero), sum(log_ratio, zero)
 
 
 def log_weights(model: Callable, guide: Callable, *args, num_particles: int = 1, **kwargs) -> torch.Tensor:
@@ -79,5 +140,4 @@ def log_weights(model: Callable, guide: Callable, *args, num_particles: int = 1,
     :param num_particles: k, the number of samples z_i ~ q(z | x) per datapoint (vectorized).
     :returns: tensor of shape ``(num_particles, batch)``.
     """
-    log_likelihood, log_ratio = elbo_terms(model, guide, *args, num_particles=num_particles, **kwargs)
-    return log_likelihood - log_ratio
+    return traced_log_weights(particle_traces(model, guide, *args, num_particles=num_particles, **kwargs))

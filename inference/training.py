@@ -43,7 +43,9 @@ class TrainConfig:
     batch_size: int = 100  # datapoints per SVI step
     lr: float = 1e-3  # Adam learning rate
     objective: str = "elbo"  # a name in pyrovae.inference.objectives.OBJECTIVES
-    particles: int = 1  # samples of z per datapoint, vectorized
+    particles: int = 1  # samples of z per datapoint, vectorized (k of iwae and renyi)
+    iwae_gradient: str = "standard"  # standard | dreg: the IWAE gradient estimator
+    alpha: float = 0.5  # order of the Renyi bound (objective renyi)
     beta: float = 1.0  # KL weight reached by the annealing schedule (beta-VAE)
     kl_anneal: str = "constant"  # constant | linear:STEPS | cyclical:PERIOD[:RATIO]
     seed: int = 0  # seeds the per-epoch shuffle and binarization
@@ -70,7 +72,9 @@ class Trainer:
     def __init__(self, model: Callable, guide: Callable, data: Dataset, config: TrainConfig, *, progress: bool = True):
         self.model, self.guide, self.data, self.config = model, guide, data, config
         self.progress = progress
-        self.objective = make_objective(config.objective, num_particles=config.particles)
+        self.objective = make_objective(
+            config.objective, num_particles=config.particles, iwae_gradient=config.iwae_gradient, alpha=config.alpha
+        )
         self.optimizer = pyro.optim.Adam({"lr": config.lr})
         self.schedule = parse_schedule(config.kl_anneal, config.beta)
         self.num_data = data.split("train").shape[0]
@@ -136,12 +140,13 @@ class Trainer:
         return row
 
     def _latent_diagnostics(self) -> dict:
-        """Active units and per-dimension KL on the test split."""
+        """Active units and per-dimension KL on the test split (on a forked RNG: training draws the same numbers)."""
         test = functools.partial(self.data.eval_batches, "test", self.config.eval_batch_size)
-        return {
-            "active_units": sum(active_units(self.guide, test()).values()),
-            "kl_per_dim": {site: kl.tolist() for site, kl in kl_per_dim(self.model, self.guide, test()).items()},
-        }
+        with torch.random.fork_rng(devices=[self.data.device] if self.data.device.type == "cuda" else []):
+            return {
+                "active_units": sum(active_units(self.guide, test()).values()),
+                "kl_per_dim": {site: kl.tolist() for site, kl in kl_per_dim(self.model, self.guide, test()).items()},
+            }
 
     def _warn_on_collapse(self) -> None:
         """Warn once when the posterior collapses (not again while it stays collapsed)."""

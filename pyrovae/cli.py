@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import fields, replace
 
 DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")  # == pyrovae.data.DATASETS
-OBJECTIVES = ("elbo", "mf-elbo")  # == pyrovae.inference.objectives.OBJECTIVES
+OBJECTIVES = ("elbo", "mf-elbo", "iwae", "renyi")  # == pyrovae.inference.objectives.OBJECTIVES
 ACTIVATIONS = ("relu", "softplus", "tanh", "elu")  # == pyrovae.nets.ACTIVATIONS
 PLOT_KINDS = (  # == pyrovae.figures.KINDS
     "samples",
@@ -62,10 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=100, help="datapoints per step")
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     train.add_argument("--latent-dim", type=int, default=20, help="size of z")
-    train.add_argument("--hidden", type=_int_list, default=(400, 400), help="hidden widths, e.g. 400,400")
+    train.add_argument("--hidden", type=_int_list, default="400,400", help="hidden widths, e.g. 400,400")
     train.add_argument("--activation", default="relu", choices=ACTIVATIONS, help="hidden activation")
     train.add_argument("--objective", default="elbo", choices=OBJECTIVES, help="training objective")
-    train.add_argument("--particles", type=int, default=1, help="samples of z per datapoint")
+    train.add_argument("--particles", type=int, default=1, help="samples of z per datapoint (k for iwae, renyi)")
+    train.add_argument("--iwae-gradient", default="standard", choices=("standard", "dreg"), help="IWAE estimator")
+    train.add_argument("--alpha", type=float, default=0.5, help="order of the Renyi bound (--objective renyi)")
     train.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE)")
     train.add_argument("--kl-anneal", default="constant", help="constant | linear:STEPS | cyclical:PERIOD[:RATIO]")
     train.add_argument("--seed", type=int, default=0, help="random seed")
@@ -80,9 +82,15 @@ def _parser() -> argparse.ArgumentParser:
         help="epochs after which to save reconstructions_eN.png and samples_eN.png (one fixed Z), e.g. 1,5,10",
     )
 
-    evaluate = commands.add_parser("evaluate", help="ELBO of a trained run", formatter_class=fmt)
+    evaluate = commands.add_parser(
+        "evaluate", help="importance-weighted bounds L_k and active units of a trained run", formatter_class=fmt
+    )
     evaluate.add_argument("run_dir", help="run directory")
+    evaluate.add_argument("--k", type=_int_list, default="1,5,50,5000", help="particle counts; 1 is the ELBO")
     evaluate.add_argument("--split", default="test", help="data split")
+    evaluate.add_argument("--limit", type=int, default=None, help="a seeded random subset of this many datapoints")
+    evaluate.add_argument("--chunk-size", type=int, default=250, help="particles per vectorized pass (memory)")
+    evaluate.add_argument("--batch-size", type=int, default=100, help="datapoints per pass")
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda")
 
     sample = commands.add_parser("sample", help="grid of decoded prior samples", formatter_class=fmt)
@@ -134,15 +142,19 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from pyrovae.inference.evaluation import evaluate_elbo
-    from pyrovae.runs import load_run, load_run_data
+    from pyrovae.runs import evaluate_run
 
-    run = load_run(args.run_dir, args.device)
-    data = load_run_data(run.config, args.device)
-    result = evaluate_elbo(run.model, run.guide, data.eval_batches(args.split, run.config.train.eval_batch_size))
-    print(
-        f"{args.split} ELBO {result['elbo']:.3f}  reconstruction {result['reconstruction']:.3f}  KL {result['kl']:.3f}"
+    table, active = evaluate_run(
+        args.run_dir,
+        ks=args.k,
+        split=args.split,
+        limit=args.limit,
+        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
+        device=args.device,
     )
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("active units: " + ", ".join(f"{site} {n}" for site, n in active.items()))
 
 
 def _sample(args: argparse.Namespace) -> None:

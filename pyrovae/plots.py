@@ -133,16 +133,17 @@ def reconstructions_figure(model: Callable, guide: Callable, x: torch.Tensor, im
 def curves_figure(metrics: pd.DataFrame, bounds: pd.DataFrame | None = None) -> Figure:
     """ELBO, reconstruction, KL (with active units) and beta per epoch, from ``metrics.csv``.
 
-    :param bounds: ``bounds.csv`` when present: an ``epoch`` column and one column
-        of nats per bound, drawn beside the ELBO.
+    :param bounds: ``bounds.csv`` of ``pyrovae evaluate`` when present (columns ``k``,
+        ``bound``, ``stderr``): the final model's L_k, drawn as horizontal lines.
     """
     fig = new_figure(9, 6.5)
     (elbo_ax, recon_ax), (kl_ax, beta_ax) = fig.subplots(2, 2, sharex=True)
     epoch = metrics["epoch"]
     elbo_ax.plot(epoch, metrics["train_elbo"], label="train ELBO")
     elbo_ax.plot(epoch, metrics["test_elbo"], label="test ELBO")
-    for name in [] if bounds is None else [c for c in bounds.columns if c != "epoch"]:
-        elbo_ax.plot(bounds["epoch"], bounds[name], "--", marker=".", label=name)
+    for i, row in enumerate([] if bounds is None else bounds.itertuples()):
+        label = f"L_{row.k} = {row.bound:.2f} ± {row.stderr:.2f} (evaluate)"
+        elbo_ax.axhline(row.bound, color=f"C{i + 2}", linestyle="--", linewidth=1, label=label)
     elbo_ax.legend()
     recon_ax.plot(epoch, metrics["reconstruction"], color="C2")
     kl_ax.plot(epoch, metrics["kl"], color="C3", label="KL (train)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -23,6 +24,8 @@ from torch import nn
 from pyrovae.checkpoint import CHECKPOINT, CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
 from pyrovae.data import Dataset, load_dataset
 from pyrovae.guides import NormalGuide
+from pyrovae.inference.bounds import bound_table
+from pyrovae.inference.diagnostics import active_units
 from pyrovae.inference.training import METRICS, TrainConfig, Trainer, load_params, register_params
 from pyrovae.models import VAE
 from pyrovae.nets import Decoder, GaussianEncoder
@@ -181,3 +184,26 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
 
 def load_run_data(config: RunConfig, device: str = "auto") -> Dataset:
     return load_dataset(config.dataset, data_dir=config.data_dir, device=resolve_device(device))
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    ks: Sequence[int] = (1, 5, 50, 5000),
+    split: str = "test",
+    limit: int | None = None,
+    chunk_size: int = 250,
+    batch_size: int = 100,
+    device: str = "auto",
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Bounds L_k on a split and active units; writes ``RUN_DIR/bounds.csv``."""
+    run = load_run(run_dir, device)
+    data = load_run_data(run.config, device)
+    data.split(split)  # fail early, with the split names, on a typo
+
+    def batches():
+        return data.eval_batches(split, batch_size, limit=limit)
+
+    table = pd.DataFrame(bound_table(run.model, run.guide, batches, ks, chunk_size=chunk_size))
+    atomic_write_text(Path(run_dir) / "bounds.csv", table.to_csv(index=False))
+    return table, active_units(run.guide, batches())

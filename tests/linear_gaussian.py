@@ -56,3 +56,18 @@ class LinearGaussian:
         q = self.posterior(x)
         with data_plate(x.shape[0], num_data, x.device), kl_scale(beta):
             pyro.sample("z", dist.MultivariateNormal(q.loc + shift, scale_tril=1.3 * q.scale_tril))
+
+    def learnable_guide(self, perturbation: float = 0.0, seed: int = 0):
+        """A guide with Pyro params ``A, c, L``: q(z | x) = N(x A + c, L L^T), started at the
+        exact posterior with ``A`` perturbed by ``perturbation`` times standard Normal noise."""
+        exact_a = self.W @ self.S.T / self.noise**2
+        noise = torch.randn(exact_a.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+        def guide(x: torch.Tensor, *, beta: float = 1.0, num_data: int | None = None) -> None:
+            a = pyro.param("A", exact_a + perturbation * noise)
+            c = pyro.param("c", -self.b @ exact_a)
+            scale_tril = pyro.param("L", torch.linalg.cholesky(self.S))
+            with data_plate(x.shape[0], num_data, x.device), kl_scale(beta):
+                pyro.sample("z", dist.MultivariateNormal(x @ a + c, scale_tril=scale_tril))
+
+        return guide

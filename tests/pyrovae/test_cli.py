@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -61,10 +62,23 @@ def test_evaluate_and_sample_read_the_run(amat_dir: Path, tmp_path: Path, capsys
     out = tmp_path / "run"
     assert train(amat_dir, out, "--epochs", "1") == 0
     capsys.readouterr()
-    assert cli.main(["evaluate", str(out), "--split", "valid"]) == 0
-    assert "valid ELBO" in capsys.readouterr().out
+    assert cli.main(["evaluate", str(out), "--split", "valid", "--k", "1,5,50", "--chunk-size", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert "active units: z" in printed
+    bounds = pd.read_csv(out / "bounds.csv")
+    assert list(bounds.columns) == ["k", "bound", "stderr", "seconds"] and bounds["k"].tolist() == [1, 5, 50]
+    assert bounds["bound"].is_monotonic_increasing and (bounds["stderr"] > 0).all()
     assert cli.main(["sample", str(out), "--n", "16", "--out", str(tmp_path / "s.png")]) == 0
     assert png_size(tmp_path / "s.png") == (242, 62)
+
+
+def test_evaluate_limit_uses_a_subset_and_iwae_trains(amat_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    assert (
+        train(amat_dir, out, "--epochs", "1", "--objective", "iwae", "--particles", "4", "--iwae-gradient", "dreg") == 0
+    )
+    assert json.loads((out / "config.json").read_text())["train"]["iwae_gradient"] == "dreg"
+    assert cli.main(["evaluate", str(out), "--k", "1", "--limit", "10"]) == 0
 
 
 def test_evaluate_without_checkpoint_is_a_clear_error(tmp_path: Path, capsys):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pyrovae import cli, figures
+from pyrovae import cli, figures, plots
 
 from conftest import binary_images, write_amat
 
@@ -93,3 +93,14 @@ def test_snapshots_decode_the_same_z_across_resume_and_leave_training_unchanged(
     pd.testing.assert_frame_equal(plain, straight)
     kl = pd.read_csv(tmp_path / "split" / "kl_per_dim.csv")
     assert list(kl.columns) == ["epoch", "z[0]", "z[1]", "z[2]"] and kl["epoch"].tolist() == [1, 2]
+
+
+def test_curves_draw_the_bounds_of_evaluate_when_present():
+    metrics = pd.DataFrame(
+        {"epoch": [1, 2], "train_elbo": [-120.0, -110.0], "test_elbo": [-121.0, -111.0], "reconstruction": [-100, -95]}
+        | {"kl": [20.0, 15.0], "beta": [1.0, 1.0], "active_units": [5, 7]}
+    )
+    bounds = pd.DataFrame({"k": [1, 50], "bound": [-111.0, -106.5], "stderr": [0.5, 0.4], "seconds": [0.1, 1.0]})
+    elbo_ax = plots.curves_figure(metrics, bounds).axes[0]
+    labels = [t.get_text() for t in elbo_ax.get_legend().get_texts()]
+    assert labels == ["train ELBO", "test ELBO", "L_1 = -111.00 ± 0.50 (evaluate)", "L_50 = -106.50 ± 0.40 (evaluate)"]
