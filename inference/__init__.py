@@ -8,11 +8,12 @@ from pyrovae.inference.iwae import IWAE
 from pyrovae.inference.log_weights import elbo_terms, log_weights
 from pyrovae.inference.objectives import OBJECTIVES, make_objective
 from pyrovae.inference.renyi import RenyiBound
-from pyrovae.inference.training import TrainConfig, Trainer
+from pyrovae.inference.training import Diverged, TrainConfig, Trainer
 
 __all__ = [
     "IWAE",
     "OBJECTIVES",
+    "Diverged",
     "RenyiBound",
     "TrainConfig",
     "Trainer",

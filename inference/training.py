@@ -1,9 +1,14 @@
 """The SVI training loop: epochs over a device-resident data set, the true ELBO per epoch.
 
 One step is Pyro's ``SVI.step`` (trace the parameters, differentiate the
-objective's surrogate loss, step the optimizer over the param store) except that
-the loss stays a tensor: the loop itself never moves a number to the host during
-an epoch, except every ``log_every`` steps for the progress bar.
+objective's surrogate loss, optionally clip the gradient norm, step the optimizer
+over the param store) except that the loss stays a tensor: the loop itself never
+moves a number to the host during an epoch, except every ``log_every`` steps,
+when the progress bar is refreshed and the losses since the last refresh are
+checked for NaN and infinity.
+
+References: R. Pascanu, T. Mikolov, Y. Bengio, "On the difficulty of training recurrent
+neural networks", ICML 2013 (gradient-norm clipping).
 """
 
 from __future__ import annotations
@@ -50,7 +55,26 @@ class TrainConfig:
     kl_anneal: str = "constant"  # constant | linear:STEPS | cyclical:PERIOD[:RATIO]
     seed: int = 0  # seeds the per-epoch shuffle and binarization
     eval_batch_size: int = 1000  # chunk size of the per-epoch ELBO evaluation
-    log_every: int = 50  # steps between progress-bar refreshes (the only host syncs)
+    log_every: int = 50  # steps between progress-bar refreshes and NaN checks (the only host syncs)
+    clip_norm: float | None = None  # largest gradient norm of the per-datapoint loss; None: no clipping
+
+
+class Diverged(ArithmeticError):
+    """The loss or the parameters became NaN or infinite; the epoch in progress is lost.
+
+    :param epoch: the epoch in progress (1-based).
+    :param step: the first optimisation step (1-based, counted over the whole run)
+        whose loss was not finite, or at which the parameters were found not finite.
+    :param last_finite_loss: the last finite loss seen, per datapoint; ``None`` if none was.
+    """
+
+    def __init__(self, *, epoch: int, step: int, last_finite_loss: float | None) -> None:
+        self.epoch, self.step, self.last_finite_loss = epoch, step, last_finite_loss
+        last = "none seen" if last_finite_loss is None else f"{last_finite_loss:.4f} nats per datapoint"
+        super().__init__(
+            f"training diverged: the loss or the parameters became NaN or infinite at step {step} "
+            f"(epoch {epoch}); last finite loss: {last}"
+        )
 
 
 class Trainer:
@@ -80,6 +104,7 @@ class Trainer:
         self.num_data = data.split("train").shape[0]
         self.steps_per_epoch = math.ceil(self.num_data / config.batch_size)
         self.history: list[dict[str, float]] = []
+        self.last_finite_loss: float | None = None  # per datapoint, for the Diverged message
         register_params(model, guide, next(data.eval_batches("train", 2)))
 
     @property
@@ -92,38 +117,38 @@ class Trainer:
         with poutine.trace(param_only=True) as capture:
             loss = self.objective.differentiable_loss(self.model, self.guide, x, beta=beta, num_data=self.num_data)
         loss.backward()
-        params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
+        # in trace order (a dict keeps it), so that the clipped norm sums in the same order every run
+        params = list(dict.fromkeys(site["value"].unconstrained() for site in capture.trace.nodes.values()))
+        if self.config.clip_norm is not None:  # the loss is N x the per-datapoint mean: scale the bound alike
+            torch.nn.utils.clip_grad_norm_(params, self.config.clip_norm * self.num_data)  # on the device: no sync
         self.optimizer(params)
         zero_grads(params)
         return loss.detach()
 
-    def train_epoch(self) -> dict[str, float]:
-        """Run one epoch, evaluate, append the epoch's metrics to :attr:`history` and return them."""
+    def train_epoch(self, stop: Callable[[], bool] = lambda: False) -> dict[str, float] | None:
+        """Run one epoch, evaluate, append the epoch's metrics to :attr:`history` and return them.
+
+        Pyro's validation (when enabled) checks model and guide once, when the
+        trainer is built; steps and evaluation here run without it, since its
+        checks would report a NaN as an unrelated ``ValueError``.
+
+        :param stop: polled after every step; once it returns true the epoch is
+            abandoned and ``None`` returned (the parameters are then mid-epoch:
+            restore the last :meth:`state_dict` to continue exactly).
+        :raises Diverged: when a loss, a parameter or the epoch's ELBO is not finite.
+        """
         cfg, epoch = self.config, self.epoch + 1
-        seed = int(np.random.SeedSequence([cfg.seed, epoch]).generate_state(1)[0])
-        generator = torch.Generator(device=self.data.device).manual_seed(seed)
-        first_step = (epoch - 1) * self.steps_per_epoch
-        total = torch.zeros((), device=self.data.device)
-        bar = tqdm(
-            total=self.steps_per_epoch,
-            desc=f"epoch {epoch}",
-            unit="step",
-            leave=False,
-            disable=None if self.progress else True,  # None: off when not a terminal
-        )
-        start = time.perf_counter()
-        for i, x in enumerate(self.data.train_batches(cfg.batch_size, generator)):
-            beta = self.schedule(first_step + i)
-            total += self.step(x, beta)
-            bar.update()
-            if (i + 1) % cfg.log_every == 0:
-                bar.set_postfix(loss=f"{float(total) / ((i + 1) * self.num_data):.3f}")
-        if self.data.device.type == "cuda":
-            torch.cuda.synchronize(self.data.device)
-        seconds = time.perf_counter() - start
-        bar.close()
-        train = evaluate_elbo(self.model, self.guide, self.data.eval_batches("train", cfg.eval_batch_size))
-        test = evaluate_elbo(self.model, self.guide, self.data.eval_batches("test", cfg.eval_batch_size))
+        with pyro.validation_enabled(False), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Encountered NaN")  # Pyro's warning; Diverged reports it
+            steps = self._steps(epoch, stop)
+            if steps is None:
+                return None
+            total, beta, seconds = steps
+            train = evaluate_elbo(self.model, self.guide, self.data.eval_batches("train", cfg.eval_batch_size))
+            test = evaluate_elbo(self.model, self.guide, self.data.eval_batches("test", cfg.eval_batch_size))
+        if not (params_finite() and math.isfinite(train["elbo"]) and math.isfinite(test["elbo"])):
+            # the last step's update overflowed: no loss shows it yet
+            raise Diverged(epoch=epoch, step=epoch * self.steps_per_epoch, last_finite_loss=self.last_finite_loss)
         row = {
             "epoch": epoch,
             "train_elbo": train["elbo"],
@@ -131,7 +156,7 @@ class Trainer:
             "reconstruction": train["reconstruction"],
             "kl": train["kl"],
             "beta": beta,
-            "train_loss": float(total) / (self.steps_per_epoch * self.num_data),
+            "train_loss": total / (self.steps_per_epoch * self.num_data),
             "seconds": seconds,
             **self._latent_diagnostics(),
         }
@@ -154,6 +179,42 @@ class Trainer:
         if collapsed[-1] and not (len(collapsed) == 2 and collapsed[0]):
             warnings.warn(f"epoch {self.epoch}: {collapsed[-1]}", PosteriorCollapseWarning, stacklevel=3)
 
+    def _steps(self, epoch: int, stop: Callable[[], bool]) -> tuple[float, float, float] | None:
+        """The SVI steps of ``epoch``: the summed loss, the last beta and the seconds taken; ``None`` if stopped."""
+        cfg = self.config
+        seed = int(np.random.SeedSequence([cfg.seed, epoch]).generate_state(1)[0])
+        generator = torch.Generator(device=self.data.device).manual_seed(seed)
+        first_step = (epoch - 1) * self.steps_per_epoch
+        total, window = 0.0, []  # window: loss tensors since the last check
+        disable = None if self.progress else True  # None: off when not a terminal
+        with tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}", unit="step", leave=False, disable=disable) as bar:
+            start = time.perf_counter()
+            for i, x in enumerate(self.data.train_batches(cfg.batch_size, generator)):
+                beta = self.schedule(first_step + i)
+                window.append(self.step(x, beta))
+                bar.update()
+                if (i + 1) % cfg.log_every == 0 or i + 1 == self.steps_per_epoch:
+                    total += self._check(window, epoch, first_step + i + 2 - len(window))  # steps count from 1
+                    bar.set_postfix(loss=f"{total / ((i + 1) * self.num_data):.3f}")
+                if stop():
+                    return None
+            if self.data.device.type == "cuda":
+                torch.cuda.synchronize(self.data.device)
+            return total, beta, time.perf_counter() - start
+
+    def _check(self, window: list[torch.Tensor], epoch: int, first: int) -> float:
+        """Sum of the losses in ``window`` (steps ``first``, ``first + 1``, ...), emptied; one host sync.
+
+        :raises Diverged: at the first loss that is not finite.
+        """
+        losses = torch.stack(window).tolist() if window else []
+        window.clear()
+        for j, loss in enumerate(losses):
+            if not math.isfinite(loss):
+                raise Diverged(epoch=epoch, step=first + j, last_finite_loss=self.last_finite_loss)
+            self.last_finite_loss = loss / self.num_data
+        return math.fsum(losses)
+
     def state_dict(self) -> dict:
         """Everything needed to continue exactly where this trainer is."""
         return {
@@ -164,9 +225,18 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` output, copying parameters in place."""
+        """Restore :meth:`state_dict` output, copying parameters in place.
+
+        The optimizer's moments are restored; its learning rate is this trainer's
+        ``config.lr``, so that a run can continue with a lower one.
+        """
         load_params(state["params"])
-        self.optimizer.set_state(state["optimizer"])
+        self.optimizer.set_state(
+            {
+                name: {**s, "param_groups": [{**g, "lr": self.config.lr} for g in s["param_groups"]]}
+                for name, s in state["optimizer"].items()
+            }
+        )
         self.history = list(state["history"])
         _set_rng_state(state["rng"])
 
@@ -188,12 +258,23 @@ def register_params(model: Callable, guide: Callable, x: torch.Tensor, **kwargs)
             )
 
 
+def params_finite() -> bool:
+    """Whether every parameter in Pyro's param store is finite (one host sync)."""
+    checks = [torch.isfinite(p).all() for _, p in pyro.get_param_store().named_parameters()]
+    return bool(torch.stack(checks).all()) if checks else True
+
+
 def load_params(params: dict[str, torch.Tensor]) -> None:
     """Copy saved (unconstrained) parameter values into the param store, in place."""
     live = dict(pyro.get_param_store().named_parameters())
     unknown = sorted(set(params) - set(live))
     if unknown:
         raise ValueError(f"saved parameters {unknown} do not exist in this model")
+    for name, value in params.items():
+        if value.shape != live[name].shape:  # copy_ would broadcast a smaller tensor silently
+            raise ValueError(
+                f"saved parameter {name} has shape {tuple(value.shape)}, the model's {tuple(live[name].shape)}"
+            )
     with torch.no_grad():
         for name, value in params.items():
             live[name].copy_(value)

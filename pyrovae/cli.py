@@ -1,9 +1,16 @@
 """The ``pyrovae`` command: ``train``, ``evaluate``, ``sample`` and ``plot``.
 
 Heavy libraries (torch, Pyro) are imported inside the commands, so that
-``pyrovae --help`` answers at once. Every expected failure (bad data, a missing
-or damaged checkpoint, an existing run directory) ends with one readable line on
-stderr and exit status 2.
+``pyrovae --help`` answers at once. Every expected failure ends with one
+readable line on stderr, ``pyrovae: error: ...``, and an exit status:
+
+* 2: bad input (an option out of range, bad data, a missing or damaged
+  checkpoint, an existing run directory); checked by :mod:`pyrovae.validate`
+  before anything is written;
+* 1: a fault during the run (NaN or infinite loss, a failed write); the last
+  checkpoint is intact;
+* 128 + the signal's number (130 for SIGINT, 143 for SIGTERM): training was
+  stopped and can be continued with ``--resume``.
 """
 
 from __future__ import annotations
@@ -11,11 +18,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import fields, replace
 
 DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")  # == pyrovae.data.DATASETS
 OBJECTIVES = ("elbo", "mf-elbo", "iwae", "renyi")  # == pyrovae.inference.objectives.OBJECTIVES
 ACTIVATIONS = ("relu", "softplus", "tanh", "elu")  # == pyrovae.nets.ACTIVATIONS
+UNSET = object()  # the default of an option not written on the command line, when asked for
 PLOT_KINDS = (  # == pyrovae.figures.KINDS
     "samples",
     "reconstructions",
@@ -47,7 +54,8 @@ def _triple(text: str) -> tuple[int, int, int]:
     return a, b, c
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(*, unset: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The command-line parser; ``unset``: ``train`` options that read :data:`UNSET` unless given."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
         prog="pyrovae", description="Variational autoencoders on Pyro.", formatter_class=fmt
@@ -70,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--alpha", type=float, default=0.5, help="order of the Renyi bound (--objective renyi)")
     train.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE)")
     train.add_argument("--kl-anneal", default="constant", help="constant | linear:STEPS | cyclical:PERIOD[:RATIO]")
+    train.add_argument(
+        "--clip-norm", type=float, default=None, help="bound on the per-datapoint loss's gradient norm, e.g. 100"
+    )
     train.add_argument("--seed", type=int, default=0, help="random seed")
     train.add_argument("--device", default="auto", help="auto | cpu | cuda")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -81,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         default=(),
         help="epochs after which to save reconstructions_eN.png and samples_eN.png (one fixed Z), e.g. 1,5,10",
     )
+    train.set_defaults(**dict.fromkeys(unset, UNSET))
 
     evaluate = commands.add_parser(
         "evaluate", help="importance-weighted bounds L_k and active units of a trained run", formatter_class=fmt
@@ -112,30 +124,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
-    import json
     import warnings
-    from pathlib import Path
 
     from pyrovae.inference.diagnostics import PosteriorCollapseWarning
-    from pyrovae.inference.training import TrainConfig
-    from pyrovae.runs import RunConfig, train_run
+    from pyrovae.runs import train_run
+    from pyrovae.validate import check_train
 
-    if args.resume:
-        config_path = Path(args.out) / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path}: not found; --resume needs a run directory made by pyrovae train")
-        config = RunConfig.from_dict(json.loads(config_path.read_text()))
-        if args.epochs is not None:  # --resume --epochs N trains on to N epochs
-            config = replace(config, train=replace(config.train, epochs=args.epochs))
-    else:
-        options = vars(args) | {"epochs": args.epochs or TrainConfig.epochs}
-        config = RunConfig(
-            **{f.name: options[f.name] for f in fields(RunConfig) if f.name != "train"},
-            train=TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options}),
-        )
-    with warnings.catch_warnings():  # a collapse warning is one line on stderr, each time it happens
+    config = check_train(args, given=args.given)
+    with warnings.catch_warnings():  # a collapse warning is one line in the epoch log (stdout), each time
         warnings.simplefilter("always", PosteriorCollapseWarning)
-        warnings.showwarning = lambda message, *_: print(f"pyrovae: warning: {message}", file=sys.stderr)
+        warnings.showwarning = lambda message, *_: print(f"pyrovae: warning: {message}", flush=True)
         history = train_run(config, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
     if history:
         print(f"final test ELBO: {history[-1]['test_elbo']:.3f} nats")
@@ -143,7 +141,9 @@ def _train(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from pyrovae.runs import evaluate_run
+    from pyrovae.validate import check_evaluate
 
+    check_evaluate(args)
     table, active = evaluate_run(
         args.run_dir,
         ks=args.k,
@@ -162,7 +162,9 @@ def _sample(args: argparse.Namespace) -> None:
 
     from pyrovae.plots import save_samples
     from pyrovae.runs import load_run
+    from pyrovae.validate import check_sample
 
+    check_sample(args)
     run = load_run(args.run_dir, args.device)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
     save_samples(run.model, run.image_shape, out, n=args.n)
@@ -171,27 +173,37 @@ def _sample(args: argparse.Namespace) -> None:
 
 def _plot(args: argparse.Namespace) -> None:
     from pyrovae.figures import PlotOptions, plot_run
+    from pyrovae.validate import check_plot
 
-    options = PlotOptions(temperature=args.temperature, device=args.device)
-    if args.classes:
-        options = replace(options, triples=tuple(args.classes))
+    check_plot(args)
+    triples = {"triples": tuple(args.classes)} if args.classes else {}
+    options = PlotOptions(temperature=args.temperature, device=args.device, **triples)
     print(plot_run(args.run_dir, args.kind, out=args.out, options=options))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from pyrovae.checkpoint import CheckpointError
-    from pyrovae.data import DataError
+    if args.command == "train":  # which options were written, to tell what --resume would change
+        marked = _parser(unset=sorted(set(vars(args)) - {"command"})).parse_args(argv)
+        args.given = {k for k, v in vars(marked).items() if v is not UNSET} - {"command"}
+    from pyrovae.runs import RunError, RunInterrupted
 
     try:
         {"train": _train, "evaluate": _evaluate, "sample": _sample, "plot": _plot}[args.command](args)
-    except (DataError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"pyrovae: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("pyrovae: interrupted", file=sys.stderr)
-        return 130
+    except ValueError as e:  # pyrovae's UsageError, DataError, CheckpointError, and bad values met later
+        return _fail(e, 2)
+    except (RunError, OSError) as e:
+        return _fail(e, 1)
+    except RunInterrupted as e:
+        return _fail(e, 128 + e.signum, "stopped")
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C
+        return _fail("interrupted", 130, "stopped")
     return 0
+
+
+def _fail(message: object, status: int, kind: str = "error") -> int:
+    print(f"pyrovae: {kind}: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

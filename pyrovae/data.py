@@ -10,6 +10,8 @@ once with a fixed seed so that test numbers are comparable across runs.
 from __future__ import annotations
 
 import gzip
+import math
+import os
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -107,9 +109,9 @@ def load_dataset(
     if name == "mnist-5k":
         splits, labels = _load_mnist_5k()
     elif name == "binarized-mnist":
-        splits, labels = _load_binarized_mnist(_require_dir(data_dir, name)), {}
+        splits, labels = _load_binarized_mnist(require_data_dir(name, data_dir)), {}
     else:
-        splits, labels = _load_torchvision(name, _require_dir(data_dir, name))
+        splits, labels = _load_torchvision(name, require_data_dir(name, data_dir))
     grey = frozenset() if name == "binarized-mnist" or not binarize else frozenset(splits)
     splits = {k: v.to(device) for k, v in splits.items()}
     for split in grey - {"train"}:
@@ -123,10 +125,33 @@ def load_dataset(
     )
 
 
-def _require_dir(data_dir: str | Path | None, name: str) -> Path:
+def expected_files(name: str) -> str:
+    """The files data set ``name`` reads from its ``--data-dir``, in words."""
+    if name == "binarized-mnist":
+        return ", ".join(f"binarized_mnist_{s}.amat[.gz]" for s in AMAT_SPLITS)
+    folder = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}[name]
+    return f"{folder}/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz]"
+
+
+def require_data_dir(name: str, data_dir: str | Path | None) -> Path:
+    """``data_dir`` as a ``Path``, checked to be an existing, readable directory.
+
+    Missing files inside it are downloaded when online; a missing directory is an
+    error, so that a typo never starts a download into a new directory.
+    """
     if data_dir is None:
-        raise DataError(f"data set {name!r} needs --data-dir (a directory that holds or will hold its files)")
-    return Path(data_dir)
+        raise DataError(f"data set {name!r} needs --data-dir, a directory holding {expected_files(name)}")
+    path = Path(data_dir)
+    if not path.exists():
+        raise DataError(
+            f"--data-dir {path}: no such directory; it should hold {expected_files(name)} "
+            "(create it to have them downloaded when online)"
+        )
+    if not path.is_dir():
+        raise DataError(f"--data-dir {path}: not a directory; give the directory holding {expected_files(name)}")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise DataError(f"--data-dir {path}: not readable; fix its permissions (chmod u+rx {path})")
+    return path
 
 
 def _load_mnist_5k() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -145,23 +170,51 @@ def read_amat(path: str | Path) -> torch.Tensor:
     """Parse a binarized-MNIST ``.amat`` (or ``.amat.gz``) text file into a ``(N, 784)`` tensor.
 
     Each line holds 784 values ``0``/``1`` separated by spaces. The parse works on
-    raw bytes (one character per value), so 50,000 lines take well under a second.
+    raw bytes (one character per value), so 50,000 lines take well under a second;
+    a file that does not fit is read again line by line to name the first bad line.
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = np.frombuffer(f.read(), dtype=np.uint8)
+    try:
+        with opener(path, "rb") as f:
+            raw = np.frombuffer(f.read(), dtype=np.uint8)
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot read ({e}); replace it with an intact copy") from None
     is_space = (raw == ord(" ")) | (raw == ord("\n")) | (raw == ord("\r")) | (raw == ord("\t"))
     values = raw[~is_space]
-    if values.size and not np.all((values == ord("0")) | (values == ord("1"))):
-        raise DataError(
-            f"{path}: values other than 0 and 1 found; binarized MNIST holds binary pixels "
-            "(use --dataset mnist for grey-scale data)"
-        )
     rows = int(np.count_nonzero(raw == ord("\n"))) + (0 if raw.size == 0 or raw[-1] == ord("\n") else 1)
-    if rows == 0 or values.size != rows * 784:
-        raise DataError(f"{path}: expected {rows} rows of 784 values, found {values.size} values in all")
+    binary = np.all((values == ord("0")) | (values == ord("1")))
+    if rows == 0 or not binary or values.size != rows * 784:
+        raise DataError(f"{path}: {_first_bad_line(raw)}")
     return torch.from_numpy((values - ord("0")).astype(np.float32).reshape(rows, 784))
+
+
+def _first_bad_line(raw: np.ndarray) -> str:
+    """What is wrong with the first line of an ``.amat`` file that is not 784 binary values."""
+    lines = raw.tobytes().decode(errors="replace").splitlines()
+    for number, line in enumerate(lines, 1):
+        tokens = line.split()
+        bad = [t for t in tokens if t not in ("0", "1")]
+        if bad:
+            return f"line {number}: {_describe_value(bad[0])}"
+        if len(tokens) != 784:
+            return f"line {number} has {len(tokens)} values; binarized MNIST has 784 (28 x 28) per line"
+    return "empty file; expected lines of 784 values 0 or 1"
+
+
+def _describe_value(token: str) -> str:
+    try:
+        value = float(token)
+    except ValueError:
+        return f"{token!r} is not a number; every value must be 0 or 1"
+    if not math.isfinite(value):
+        return f"{token!r}: NaN or infinite values are not data; fix or drop that line"
+    if 0 <= value <= 1:
+        return (
+            f"value {token} is not binary; binarized MNIST holds binary pixels 0 and 1 "
+            "(binarize the file, or use --dataset mnist for grey-scale data)"
+        )
+    return f"value {token} is outside the Bernoulli likelihood's support {{0, 1}}; every value must be 0 or 1"
 
 
 def _load_binarized_mnist(data_dir: Path) -> dict[str, torch.Tensor]:
@@ -175,15 +228,15 @@ def _load_binarized_mnist(data_dir: Path) -> dict[str, torch.Tensor]:
 
 def _download_amat(data_dir: Path, split: str) -> Path:
     target = data_dir / f"binarized_mnist_{split}.amat"
-    expected = ", ".join(f"binarized_mnist_{s}.amat[.gz]" for s in AMAT_SPLITS)
+    tmp = target.with_suffix(".part")
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".part")
         urllib.request.urlretrieve(AMAT_URL.format(split), tmp)
         tmp.replace(target)
     except OSError as e:
+        tmp.unlink(missing_ok=True)
         raise DataError(
-            f"{data_dir}: binarized MNIST files not found and download failed ({e}); put {expected} in that directory"
+            f"{data_dir}: binarized MNIST files not found and download failed ({e}); "
+            f"put {expected_files('binarized-mnist')} in that directory"
         ) from None
     return target
 
@@ -198,8 +251,7 @@ def _load_torchvision(name: str, root: Path) -> tuple[dict[str, torch.Tensor], d
             ds = cls(str(root), train=train, download=not _has_raw(cls, root))
         except (OSError, RuntimeError) as e:
             raise DataError(
-                f"{root}: {name} not found and download failed ({e}); put the IDX files "
-                f"in {root / cls.__name__ / 'raw'}"
+                f"{root}: {name} not found and download failed ({e}); put {expected_files(name)} in {root}"
             ) from None
         splits[split] = ds.data.reshape(len(ds.data), -1).float() / 255.0
         labels[split] = ds.targets.long()

@@ -5,13 +5,22 @@ atomically after every epoch), ``metrics.csv`` and ``kl_per_dim.csv`` (one row
 per completed epoch, rewritten from the checkpoint's history so they never hold
 an epoch twice), ``samples.png``, ``reconstructions.png`` and, after each epoch
 N of ``snapshot_epochs``, ``reconstructions_eN.png`` and ``samples_eN.png``.
+
+Nothing is lost to a fault: a checkpoint is only ever written for a completed
+epoch with finite parameters; SIGINT or SIGTERM abandons the epoch in progress
+and raises :class:`RunInterrupted`; a NaN, a failed write (full disk,
+permissions) raise :class:`RunError`; in every case the last checkpoint is
+intact and ``--resume`` continues from it, exactly as an uninterrupted run would.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -26,7 +35,7 @@ from pyrovae.data import Dataset, load_dataset
 from pyrovae.guides import NormalGuide
 from pyrovae.inference.bounds import bound_table
 from pyrovae.inference.diagnostics import active_units
-from pyrovae.inference.training import METRICS, TrainConfig, Trainer, load_params, register_params
+from pyrovae.inference.training import METRICS, Diverged, TrainConfig, Trainer, load_params, register_params
 from pyrovae.models import VAE
 from pyrovae.nets import Decoder, GaussianEncoder
 from pyrovae.plots import decode, fixed_latents, save_grid, save_reconstructions, save_samples
@@ -43,6 +52,22 @@ RUN_FILES = (
 SNAPSHOT_FILES = ("reconstructions_e*.png", "samples_e*.png")
 SNAPSHOT_SAMPLES = 128  # rows of the fixed Z decoded at every snapshot (the course experiment's 128 x latent_dim)
 SNAPSHOT_SEED = 0  # Z depends only on this and latent_dim: the same at every snapshot, across --resume
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class RunError(RuntimeError):
+    """Training stopped on a fault (NaN, failed write); the last checkpoint is intact."""
+
+
+class RunInterrupted(Exception):
+    """SIGINT or SIGTERM stopped training; the message says how to resume.
+
+    :param signum: the signal received.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -84,7 +109,14 @@ def build_model(config: RunConfig, data_dim: int) -> tuple[nn.Module, nn.Module]
 def train_run(
     config: RunConfig, out: str | Path, *, resume: bool = False, force: bool = False, progress: bool = True
 ) -> list[dict[str, float]]:
-    """Train (or continue training) the run in ``out``; returns the metrics history."""
+    """Train (or continue training) the run in ``out``; returns the metrics history.
+
+    With ``resume``, a run directory whose ``config.json`` exists but which has no
+    checkpoint yet (stopped during its first epoch) starts from epoch 1.
+
+    :raises RunInterrupted: on SIGINT or SIGTERM, after the epoch in progress is abandoned.
+    :raises RunError: on a NaN or infinite loss or parameter, or a failed write.
+    """
     out = Path(out)
     if out.exists() and not (resume or force):
         raise FileExistsError(f"{out} already exists; pass --resume to continue it or --force to start over")
@@ -94,37 +126,105 @@ def train_run(
     data = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
     model, guide = (m.to(device) for m in build_model(config, data.data_dim))
     trainer = Trainer(model, guide, data, config.train, progress=progress)
-    if resume:
-        trainer.load_state_dict(load_checkpoint(out / CHECKPOINT)["trainer"])
-    else:
+    for name in RUN_FILES if resume else ():  # temporary files of writes cut short by a kill
+        for tmp in out.glob(f".{name}.*.tmp"):
+            tmp.unlink()
+    if resume and (out / CHECKPOINT).exists():
+        with _fits(out / CHECKPOINT):
+            trainer.load_state_dict(load_checkpoint(out / CHECKPOINT)["trainer"])
+    elif not resume:
         out.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
         for path in (p for pattern in SNAPSHOT_FILES for p in out.glob(pattern)):
             path.unlink()
-        atomic_write_text(out / "config.json", config.to_json())
-    while trainer.epoch < config.train.epochs:
-        row = trainer.train_epoch()
-        state = {
-            "config": dataclasses.asdict(config),
-            "data_dim": data.data_dim,
-            "image_shape": data.image_shape,
-            "trainer": trainer.state_dict(),
-        }
-        save_checkpoint(out / CHECKPOINT, state)
-        write_metrics(out / "metrics.csv", trainer.history)
-        write_kl_per_dim(out / "kl_per_dim.csv", trainer.history)
-        if row["epoch"] in config.snapshot_epochs:
-            save_snapshots(model, guide, data, out, row["epoch"])
-        print(
-            f"epoch {row['epoch']:>3}  train ELBO {row['train_elbo']:9.3f}  test ELBO {row['test_elbo']:9.3f}  "
-            f"KL {row['kl']:7.3f}  active {row['active_units']:>3}  beta {row['beta']:.3g}  {row['seconds']:6.1f}s",
-            flush=True,
-        )
-    write_metrics(out / "metrics.csv", trainer.history)
-    write_kl_per_dim(out / "kl_per_dim.csv", trainer.history)
+    _write(out / "config.json", atomic_write_text, config.to_json(), out)  # --resume --epochs N changes it
+    _write(out / "metrics.csv", write_metrics, trainer.history, out)  # a kill may have come before its rewrite
+    _write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
+    with stop_on_signals() as received:
+        while trainer.epoch < config.train.epochs:
+            row = _train_epoch(trainer, out, received)
+            state = {
+                "config": dataclasses.asdict(config),
+                "data_dim": data.data_dim,
+                "image_shape": data.image_shape,
+                "trainer": trainer.state_dict(),
+            }
+            _write(out / CHECKPOINT, save_checkpoint, state, out)
+            _write(out / "metrics.csv", write_metrics, trainer.history, out)
+            _write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
+            if row["epoch"] in config.snapshot_epochs:
+                save_snapshots(model, guide, data, out, row["epoch"])
+            print(
+                f"epoch {row['epoch']:>3}  train ELBO {row['train_elbo']:9.3f}  test ELBO {row['test_elbo']:9.3f}  "
+                f"KL {row['kl']:7.3f}  active {row['active_units']:>3}  beta {row['beta']:.3g}  {row['seconds']:6.1f}s",
+                flush=True,
+            )
+            if received:  # the signal came during evaluation or saving: the epoch is safe
+                raise _interrupted(out, received[0], trainer.epoch)
     save_figures(model, guide, data, out)
     return trainer.history
+
+
+def _train_epoch(trainer: Trainer, out: Path, received: list[int]) -> dict[str, float]:
+    """One epoch of ``trainer``, abandoned once a signal is in ``received``; faults become
+    :class:`RunError` / :class:`RunInterrupted`."""
+    try:
+        row = trainer.train_epoch(stop=lambda: bool(received))
+    except Diverged as e:
+        lower = f"--lr {trainer.config.lr / 10:g}"
+        then = (
+            f"{out / CHECKPOINT} (epoch {trainer.epoch}) is kept: continue it with "
+            f"pyrovae train --out {out} --resume {lower} (or --clip-norm 100)"
+            if trainer.epoch
+            else f"no epoch was completed: start over with --force {lower} (or --clip-norm 100)"
+        )
+        raise RunError(f"{e}. {then}") from None
+    if row is None:
+        raise _interrupted(out, received[0], trainer.epoch)
+    return row
+
+
+def _interrupted(out: Path, signum: int, epochs: int) -> RunInterrupted:
+    saved = f"{epochs} completed epochs are saved in {out / CHECKPOINT}" if epochs else "no epoch was completed"
+    return RunInterrupted(
+        f"{signal.Signals(signum).name} received; {saved}; continue with: pyrovae train --out {out} --resume", signum
+    )
+
+
+def _write(path: Path, write: Callable[[Path, object], None], content: object, out: Path) -> None:
+    """``write(path, content)`` (an atomic write), with a failure reported as :class:`RunError`."""
+    try:
+        write(path, content)
+    except OSError as e:
+        raise RunError(
+            f"{path}: could not write ({e.strerror or e}); the files already in {out} are intact. "
+            f"Free disk space or fix permissions, then continue with: pyrovae train --out {out} --resume"
+        ) from None
+
+
+@contextmanager
+def stop_on_signals(signums: tuple[int, ...] = STOP_SIGNALS) -> Iterator[list[int]]:
+    """Record the first of ``signums`` in the yielded list instead of dying; a second one acts as usual.
+
+    Only the main thread can install signal handlers; elsewhere the list stays empty.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+        for s in signums:  # a second Ctrl-C stops at once
+            signal.signal(s, previous[s])
+
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
@@ -138,7 +238,7 @@ def write_kl_per_dim(path: Path, history: list[dict]) -> None:
         | {f"{site}[{u}]": value for site, kl in row["kl_per_dim"].items() for u, value in enumerate(kl)}
         for row in history
     ]
-    atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+    atomic_write_text(path, pd.DataFrame(rows, columns=None if rows else ["epoch"]).to_csv(index=False))
 
 
 def save_snapshots(model: nn.Module, guide: nn.Module, data: Dataset, out: Path, epoch: int) -> None:
@@ -170,16 +270,24 @@ class LoadedRun(NamedTuple):
 
 def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     """Rebuild a run's model and guide with its trained parameters, on ``device``."""
-    state = load_checkpoint(Path(run_dir) / CHECKPOINT)
-    try:
+    path = Path(run_dir) / CHECKPOINT
+    state = load_checkpoint(path)
+    with _fits(path):
         config = RunConfig.from_dict(state["config"])
         pyro.clear_param_store()
         model, guide = (m.to(resolve_device(device)) for m in build_model(config, state["data_dim"]))
         register_params(model, guide, torch.zeros(2, state["data_dim"], device=resolve_device(device)))
         load_params(state["trainer"]["params"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{Path(run_dir) / CHECKPOINT}: does not fit this version of pyrovae ({e})") from None
     return LoadedRun(config, model, guide, tuple(state["image_shape"]))
+
+
+@contextmanager
+def _fits(path: Path) -> Iterator[None]:
+    """Report a checkpoint whose contents do not fit the model being built as a :class:`CheckpointError`."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: does not fit this version of pyrovae or this run ({e})") from None
 
 
 def load_run_data(config: RunConfig, device: str = "auto") -> Dataset:

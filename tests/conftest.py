@@ -10,6 +10,7 @@ import pyro
 import pytest
 import torch
 
+from pyrovae import cli
 from pyrovae.data import Dataset
 from pyrovae.guides import NormalGuide
 from pyrovae.models import VAE
@@ -64,3 +65,12 @@ def make_vae(data_dim: int = 12, latent_dim: int = 3, hidden: tuple[int, ...] = 
         VAE(Decoder(latent_dim, data_dim, hidden), latent_dim),
         NormalGuide(GaussianEncoder(data_dim, latent_dim, hidden)),
     )
+
+
+SMALL = ["--hidden", "32", "--latent-dim", "3", "--batch-size", "40", "--no-progress"]  # CLI runs in tests
+
+
+def train(amat_dir: Path, out: Path, *extra: str) -> int:
+    """``pyrovae train`` of a small VAE on a binarized-MNIST directory, in this process."""
+    args = ["train", "--dataset", "binarized-mnist", "--data-dir", str(amat_dir), "--out", str(out)]
+    return cli.main([*args, *SMALL, *extra])

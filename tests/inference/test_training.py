@@ -7,7 +7,7 @@ import torch
 from pyro.distributions.kl import kl_divergence
 
 from pyrovae.data import Dataset
-from pyrovae.inference import TrainConfig, Trainer
+from pyrovae.inference import Diverged, TrainConfig, Trainer
 from pyrovae.inference.diagnostics import PosteriorCollapseWarning
 from pyrovae.primitives import data_plate
 
@@ -118,3 +118,80 @@ def test_no_collapse_warning_for_a_trained_vae():
         warnings.simplefilter("error", PosteriorCollapseWarning)
         rows = [trainer.train_epoch() for _ in range(4)]
     assert rows[-1]["active_units"] == 2 and sum(rows[-1]["kl_per_dim"]["z"]) > 0.5  # uses both units
+
+
+def nan_at(trainer: Trainer, bad_step: int) -> list[float]:
+    """Make ``trainer.step`` return NaN at global step ``bad_step`` (1-based); returns the losses it gave."""
+    real, losses = trainer.step, []
+
+    def step(x, beta):
+        loss = real(x, beta)
+        losses.append(math.nan if len(losses) + 1 == bad_step else loss.item())
+        return torch.tensor(losses[-1])
+
+    trainer.step = step
+    return losses
+
+
+@pytest.mark.parametrize(("bad_step", "log_every"), [(7, 2), (8, 2), (5, 50), (1, 3)])
+def test_nan_loss_is_reported_at_its_step_with_the_last_finite_loss(small_data, bad_step: int, log_every: int):
+    trainer = make_trainer(small_data, log_every=log_every)  # 60 rows / 16: 4 steps per epoch
+    losses = nan_at(trainer, bad_step)
+    with pytest.raises(Diverged) as e:
+        for _ in range(3):
+            trainer.train_epoch()
+    assert (e.value.step, e.value.epoch) == (bad_step, (bad_step - 1) // 4 + 1)
+    last = None if bad_step == 1 else losses[bad_step - 2] / 60  # per datapoint
+    assert e.value.last_finite_loss == (pytest.approx(last) if last else None)
+    assert trainer.epoch == (bad_step - 1) // 4  # the diverged epoch is not recorded
+
+
+def test_non_finite_parameters_at_the_epoch_end_are_caught(small_data):
+    trainer = make_trainer(small_data)
+    real, calls = trainer.step, []
+
+    def step(x, beta):  # the epoch's last update overflows: every loss reported was finite
+        calls.append(1)
+        loss = real(x, beta)
+        if len(calls) == trainer.steps_per_epoch:
+            with torch.no_grad():
+                next(trainer.guide.parameters()).fill_(math.inf)
+        return loss
+
+    trainer.step = step
+    with pytest.raises(Diverged, match="at step 4 \\(epoch 1\\)"):
+        trainer.train_epoch()
+
+
+def test_stop_abandons_the_epoch(small_data):
+    trainer = make_trainer(small_data)
+    calls = []
+    assert trainer.train_epoch(stop=lambda: calls.append(1) or len(calls) == 2) is None
+    assert trainer.epoch == 0 and len(calls) == 2  # polled after each step, stopped after the second
+
+
+@pytest.mark.parametrize("clip_norm", [None, 0.5])
+def test_clip_norm_bounds_the_global_gradient_norm(small_data, clip_norm):
+    trainer = make_trainer(small_data, clip_norm=clip_norm)
+    norms = []
+
+    def record(params):
+        norms.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item())
+
+    trainer.optimizer = record
+    trainer.step(small_data.splits["train"][:16], 1.0)
+    # the loss is 60 x the per-datapoint mean, so its gradient norm is bounded by 60 x clip_norm
+    assert norms[0] == pytest.approx(0.5 * 60) if clip_norm else norms[0] > 4 * 0.5 * 60
+
+
+def test_resumed_trainer_uses_its_own_learning_rate(small_data):
+    first = make_trainer(small_data)
+    first.train_epoch()
+    resumed = make_trainer(small_data, lr=0.5)
+    resumed.load_state_dict(first.state_dict())
+    with warnings.catch_warnings():  # lr 0.5 may collapse the tiny posterior: not what this test is about
+        warnings.simplefilter("ignore", PosteriorCollapseWarning)
+        resumed.train_epoch()
+    groups = [g for opt in resumed.optimizer.optim_objs.values() for g in opt.param_groups]
+    assert groups and all(g["lr"] == 0.5 for g in groups)
+    assert all(opt.state for opt in resumed.optimizer.optim_objs.values())  # Adam's moments were restored

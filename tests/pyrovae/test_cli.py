@@ -11,17 +11,12 @@ from pyrovae import cli, data, nets
 from pyrovae.inference import objectives
 from pyrovae.inference.training import METRICS
 
-SMALL = ["--hidden", "32", "--latent-dim", "3", "--batch-size", "40", "--no-progress"]
+from conftest import train
 
 
 def png_size(path: Path) -> tuple[int, int]:
     with Image.open(path) as image:
         return image.size
-
-
-def train(amat_dir: Path, out: Path, *extra: str) -> int:
-    args = ["train", "--dataset", "binarized-mnist", "--data-dir", str(amat_dir), "--out", str(out), *SMALL]
-    return cli.main([*args, *extra])
 
 
 def test_one_epoch_writes_every_file(amat_dir: Path, tmp_path: Path, capsys):

@@ -20,13 +20,13 @@ def test_read_amat_round_trips(tmp_path: Path, suffix: str):
 
 def test_read_amat_rejects_grey_values(tmp_path: Path):
     (tmp_path / "x.amat").write_text(" ".join(["0.5"] * 784) + "\n")
-    with pytest.raises(DataError, match="values other than 0 and 1"):
+    with pytest.raises(DataError, match=r"line 1: value 0\.5 is not binary"):
         read_amat(tmp_path / "x.amat")
 
 
 def test_read_amat_rejects_wrong_width(tmp_path: Path):
     (tmp_path / "x.amat").write_text(" ".join(["1"] * 783) + "\n")
-    with pytest.raises(DataError, match="rows of 784 values"):
+    with pytest.raises(DataError, match="line 1 has 783 values"):
         read_amat(tmp_path / "x.amat")
 
 

@@ -1,0 +1,206 @@
+"""Checks of every command's input, run before anything is loaded, created or written.
+
+One function per command (:func:`check_train`, :func:`check_evaluate`,
+:func:`check_sample`, :func:`check_plot`) takes the parsed arguments and raises :class:`UsageError`
+with one line naming the problem and the fix; ``pyrovae.cli.main`` prints it and
+exits with status 2. A new option gets its check here, in its command's function
+(or in :func:`check_config` when it is stored in ``config.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+import torch
+
+from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
+from pyrovae.data import DATASETS, require_data_dir
+from pyrovae.inference.annealing import parse_schedule
+from pyrovae.inference.iwae import GRADIENTS
+from pyrovae.inference.objectives import OBJECTIVES
+from pyrovae.inference.training import TrainConfig
+from pyrovae.nets import ACTIVATIONS
+from pyrovae.runs import RunConfig
+
+RESUMABLE = ("epochs", "lr", "clip_norm", "device", "no_progress")  # train options --resume may change
+SEED_RANGE = 2**32  # numpy's seeds
+
+
+class UsageError(ValueError):
+    """The user's input cannot work; the message names the problem and the fix."""
+
+
+def check_train(args: argparse.Namespace, *, given: set[str]) -> RunConfig:
+    """The :class:`RunConfig` that ``pyrovae train`` will run, checked.
+
+    :param args: the parsed ``train`` arguments.
+    :param given: the names of the options written on the command line (the rest are defaults).
+    """
+    out = Path(args.out)
+    if args.resume and args.force:
+        raise UsageError("--resume and --force contradict each other: continue the run, or start it over")
+    if args.resume:
+        changed = sorted(given - {*RESUMABLE, "out", "resume"})
+        if changed:
+            names = ", ".join("--" + k.replace("_", "-") for k in changed)
+            raise UsageError(
+                f"{names}: --resume continues with the settings in {out / 'config.json'}; only --epochs, "
+                "--lr, --clip-norm and --device may change (start a new run with another --out to change the rest)"
+            )
+        config = _resume_config(out)
+        new = {k: getattr(args, k) for k in given & {f.name for f in fields(TrainConfig)}}
+        config = replace(
+            config, train=replace(config.train, **new), device=args.device if "device" in given else config.device
+        )
+    else:
+        _check_new_out(out, force=args.force)
+        options = vars(args) | {"epochs": TrainConfig.epochs if args.epochs is None else args.epochs}
+        config = RunConfig(
+            **{f.name: options[f.name] for f in fields(RunConfig) if f.name != "train"},
+            train=TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options}),
+        )
+    check_config(config)
+    return config
+
+
+def check_config(config: RunConfig) -> None:
+    """Every setting of a run (from the command line or a ``config.json``) within its range."""
+    t = config.train
+    _positive_int(epochs=t.epochs, batch_size=t.batch_size, latent_dim=config.latent_dim, particles=t.particles)
+    _positive_int(eval_batch_size=t.eval_batch_size, log_every=t.log_every)
+    _positive_float(lr=t.lr, **({} if t.clip_norm is None else {"clip_norm": t.clip_norm}))
+    if not (math.isfinite(t.beta) and t.beta >= 0):
+        raise UsageError(f"--beta must be a finite number >= 0, got {t.beta}")
+    if not 0 <= t.seed < SEED_RANGE:
+        raise UsageError(f"--seed must be in 0 .. {SEED_RANGE - 1}, got {t.seed}")
+    _choice("dataset", config.dataset, DATASETS)
+    _choice("activation", config.activation, tuple(ACTIVATIONS))
+    _choice("objective", t.objective, OBJECTIVES)
+    _choice("IWAE gradient", t.iwae_gradient, GRADIENTS)
+    if not math.isfinite(t.alpha) or t.alpha == 1:
+        raise UsageError(f"--alpha must be finite and not 1 (that is the ELBO: --objective elbo), got {t.alpha}")
+    try:
+        parse_schedule(t.kl_anneal, t.beta)
+    except ValueError as e:
+        raise UsageError(f"--kl-anneal: {e}") from None
+    check_device(config.device)
+    if config.dataset != "mnist-5k":
+        require_data_dir(config.dataset, config.data_dir)
+
+
+def check_evaluate(args: argparse.Namespace) -> None:
+    """``pyrovae evaluate``: the run directory, the device and the sizes."""
+    check_run_dir(args.run_dir)
+    check_device(args.device)
+    _positive_int(chunk_size=args.chunk_size, batch_size=args.batch_size)
+    if args.limit is not None:
+        _positive_int(limit=args.limit)
+
+
+def check_sample(args: argparse.Namespace) -> None:
+    """``pyrovae sample``: the run directory, the device, ``--n`` and the figure's path."""
+    check_run_dir(args.run_dir)
+    check_device(args.device)
+    _positive_int(n=args.n)
+    _check_png_out(args.out)
+
+
+def check_plot(args: argparse.Namespace) -> None:
+    """``pyrovae plot``: the run directory, the device, ``--temperature`` and the figure's path."""
+    check_run_dir(args.run_dir)
+    check_device(args.device)
+    _positive_float(temperature=args.temperature)
+    _check_png_out(args.out)
+
+
+def _check_png_out(out: str | None) -> None:
+    if out is not None:
+        out = Path(out)
+        if out.suffix.lower() != ".png":
+            raise UsageError(f"--out {out}: figures are PNG files; give a name ending in .png")
+        if not out.parent.is_dir():
+            raise UsageError(f"--out {out}: no directory {out.parent}; create it first")
+
+
+def check_device(name: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, and CUDA present when asked for."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise UsageError(f"unknown device {name!r}; choose from auto, cpu, cuda, cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        build = "built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise UsageError(
+            f"--device {name}: CUDA is not available here (torch {torch.__version__}, {build}); "
+            "use --device cpu or auto"
+        )
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def check_run_dir(run_dir: str | Path) -> None:
+    """A run directory made by ``pyrovae train``; the checkpoint itself is checked when it is loaded."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UsageError(f"{path}: no such run directory (make one with pyrovae train --out {path})")
+
+
+def _check_new_out(out: Path, *, force: bool) -> None:
+    if out.exists() and not force:
+        raise UsageError(f"{out} already exists; pass --resume to continue it or --force to start over")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a run directory")
+    ancestor = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not ancestor.is_dir():
+        raise UsageError(f"--out {out}: {ancestor} is a file, so the run directory cannot be made")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: cannot write in {ancestor}; choose a directory you can write to")
+
+
+def _resume_config(out: Path) -> RunConfig:
+    """The configuration of the run in ``out``, checked against its checkpoint when there is one."""
+    if not out.is_dir():
+        raise UsageError(f"{out}: no such run directory; start a new run without --resume")
+    path = out / "config.json"
+    if not path.is_file():
+        raise UsageError(f"{path}: not found, so {out} is not a pyrovae run; start it over with --force")
+    try:
+        config = RunConfig.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        problem = f"{type(e).__name__}: {e}"
+        raise UsageError(f"{path}: not a pyrovae configuration ({problem}); start over with --force") from None
+    if (out / CHECKPOINT).exists():
+        saved = load_checkpoint(out / CHECKPOINT).get("config")
+        if not isinstance(saved, dict) or _settings(saved) != _settings(asdict(config)):
+            raise UsageError(
+                f"{out / CHECKPOINT}: written with other settings than {path}; restore the original "
+                "config.json, or start over with --force"
+            )
+    return config
+
+
+def _settings(config: dict) -> dict:
+    """A configuration without what ``--resume`` may change."""
+    train = config.get("train", {})
+    return {**config, "device": None, "train": {k: None if k in RESUMABLE else v for k, v in train.items()}}
+
+
+def _positive_int(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+
+
+def _positive_float(**values: float) -> None:
+    for name, value in values.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")

@@ -1,0 +1,178 @@
+"""Bad input: exit status 2, one line naming the problem and the fix, nothing created or changed."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyrovae import cli
+from pyrovae.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+
+from conftest import SMALL, binary_images, train, write_amat
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """A small binarized-MNIST directory and a 1-epoch run trained on it."""
+    root = tmp_path_factory.mktemp("trained")
+    data = root / "data"
+    data.mkdir()
+    for i, (split, n) in enumerate((("train", 80), ("valid", 40), ("test", 40))):
+        write_amat(data / f"binarized_mnist_{split}.amat", binary_images(n, seed=i))
+    run = root / "run"
+    assert train(data, run, "--epochs", "1") == 0
+    return data, run
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())} if path.is_dir() else {}
+
+
+def fails(argv: list[str], message: str, capsys) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyrovae: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert message in err, err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+        (["--batch-size", "-5"], "--batch-size must be a positive integer"),
+        (["--latent-dim", "0"], "--latent-dim must be a positive integer"),
+        (["--particles", "0"], "--particles must be a positive integer"),
+        (["--lr", "0"], "--lr must be a finite number > 0"),
+        (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+        (["--clip-norm", "-1"], "--clip-norm must be a finite number > 0"),
+        (["--beta", "-0.5"], "--beta must be a finite number >= 0"),
+        (["--kl-anneal", "linear:0"], "--kl-anneal: bad KL annealing schedule 'linear:0'"),
+        (["--seed", "-1"], "--seed must be in 0 .. 4294967295"),
+        (["--objective", "renyi", "--alpha", "1"], "--alpha must be finite and not 1"),
+        (["--device", "gpu"], "unknown device 'gpu'; choose from auto, cpu, cuda, cuda:N"),
+        (["--dataset", "binarized-mnist"], "needs --data-dir, a directory holding binarized_mnist_train.amat"),
+        (["--dataset", "binarized-mnist", "--data-dir", "{tmp}/nowhere"], "no such directory; it should hold"),
+        (["--dataset", "mnist", "--data-dir", "{tmp}/file"], "not a directory; give the directory holding MNIST/raw"),
+        (["--out", "{tmp}/file/run"], "is a file, so the run directory cannot be made"),
+        (["--resume", "--force"], "--resume and --force contradict each other"),
+        (["--resume"], "no such run directory; start a new run without --resume"),
+    ],
+)
+def test_bad_train_options_create_nothing(tmp_path: Path, capsys, options: list[str], message: str):
+    (tmp_path / "file").write_text("not a directory")
+    options = [o.replace("{tmp}", str(tmp_path)) for o in options]
+    fails(["train", "--out", str(tmp_path / "run"), *options], message, capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_cuda_without_cuda_is_refused(tmp_path: Path, capsys):
+    fails(["train", "--out", str(tmp_path / "run"), "--device", "cuda"], "CUDA is not available here", capsys)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option", [["--dataset", "cifar"], ["--activation", "sigmoid"], ["--objective", "iwa"]])
+def test_unknown_choices_list_the_choices(tmp_path: Path, capsys, option: list[str]):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--out", str(tmp_path / "run"), *option])
+    assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (["0"] * 783, "line 2 has 783 values; binarized MNIST has 784"),
+        (["nan", *["0"] * 783], "line 2: 'nan': NaN or infinite values are not data"),
+        (["0", "inf", *["1"] * 782], "line 2: 'inf': NaN or infinite values are not data"),
+        (["0.5"] * 784, "line 2: value 0.5 is not binary; binarized MNIST holds binary pixels 0 and 1"),
+        (["2"] * 784, "line 2: value 2 is outside the Bernoulli likelihood's support {0, 1}"),
+    ],
+)
+def test_bad_data_files_are_named(trained, tmp_path: Path, capsys, line: list[str], message: str):
+    data = tmp_path / "data"
+    shutil.copytree(trained[0], data)
+    good = (data / "binarized_mnist_test.amat").read_text().splitlines()
+    (data / "binarized_mnist_test.amat").write_text(f"{good[0]}\n{' '.join(line)}\n")
+    argv = ["train", "--dataset", "binarized-mnist", "--data-dir", str(data), "--out", str(tmp_path / "run")]
+    fails([*argv, *SMALL], f"{data / 'binarized_mnist_test.amat'}: {message}", capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_gzip_is_named(trained, tmp_path: Path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(trained[0], data)
+    (data / "binarized_mnist_valid.amat").unlink()
+    (data / "binarized_mnist_valid.amat.gz").write_bytes(b"\x1f\x8b not really gzip")
+    argv = ["train", "--dataset", "binarized-mnist", "--data-dir", str(data), "--out", str(tmp_path / "run")]
+    fails(argv, "binarized_mnist_valid.amat.gz: cannot read", capsys)
+
+
+def corrupt_checkpoint(run: Path) -> None:
+    (run / CHECKPOINT).write_bytes(b"half a checkpoint")
+
+
+def foreign_checkpoint(run: Path) -> None:  # a readable checkpoint whose parameters have other shapes
+    state = load_checkpoint(run / CHECKPOINT)
+    state["trainer"]["params"] = {k: torch.zeros(1) for k in state["trainer"]["params"]}
+    save_checkpoint(run / CHECKPOINT, state)
+
+
+def other_settings(run: Path) -> None:
+    state = load_checkpoint(run / CHECKPOINT)
+    state["config"]["latent_dim"] = 7
+    save_checkpoint(run / CHECKPOINT, state)
+
+
+@pytest.mark.parametrize(
+    ("damage", "options", "message"),
+    [
+        (None, ["--batch-size", "100"], "--batch-size: --resume continues with the settings in"),
+        (lambda run: (run / "config.json").unlink(), [], "config.json: not found, so"),
+        (lambda run: (run / "config.json").write_text("{"), [], "config.json: not a pyrovae configuration"),
+        (corrupt_checkpoint, [], "checkpoint.pt: not a readable checkpoint"),
+        (other_settings, [], "checkpoint.pt: written with other settings than"),
+        (foreign_checkpoint, [], "checkpoint.pt: does not fit"),
+    ],
+)
+def test_bad_resume_leaves_the_run_untouched(trained, tmp_path: Path, capsys, damage, options, message):
+    run = tmp_path / "run"
+    shutil.copytree(trained[1], run)
+    if damage:
+        damage(run)
+    before = snapshot(run)
+    fails(["train", "--out", str(run), "--resume", *options, "--no-progress"], message, capsys)
+    assert snapshot(run) == before
+
+
+def test_existing_out_with_force_must_be_a_directory(tmp_path: Path, capsys):
+    (tmp_path / "run").write_text("mine")
+    fails(["train", "--out", str(tmp_path / "run"), "--force"], "is a file, not a run directory", capsys)
+    assert (tmp_path / "run").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["evaluate", "{tmp}/missing"], "no such run directory (make one with pyrovae train --out"),
+        (["evaluate", "{tmp}"], "checkpoint.pt: no checkpoint here"),
+        (["evaluate", "{run}", "--device", "tpu"], "unknown device 'tpu'"),
+        (["evaluate", "{run}", "--split", "validation"], "has no split 'validation'"),
+        (["evaluate", "{run}", "--limit", "0"], "--limit must be a positive integer"),
+        (["evaluate", "{run}", "--chunk-size", "0"], "--chunk-size must be a positive integer"),
+        (["sample", "{run}", "--n", "0"], "--n must be a positive integer"),
+        (["sample", "{run}", "--out", "{tmp}/grid.jpg"], "figures are PNG files"),
+        (["sample", "{run}", "--out", "{tmp}/no/grid.png"], "no directory"),
+        (["sample", "{corrupt}"], "checkpoint.pt: not a readable checkpoint"),
+    ],
+)
+def test_bad_evaluate_and_sample_input(trained, tmp_path: Path, capsys, argv: list[str], message: str):
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(trained[1], corrupt)
+    corrupt_checkpoint(corrupt)
+    names = {"{tmp}": str(tmp_path), "{run}": str(trained[1]), "{corrupt}": str(corrupt)}
+    for key, value in names.items():
+        argv = [a.replace(key, value) for a in argv]
+    fails(argv, message, capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt"]
