@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import shlex
 import subprocess
@@ -23,7 +24,7 @@ import torch
 
 from pyrovae.figures import KINDS
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(os.path.relpath(Path(__file__).parent / "results"))  # relative: the commands are written out
 FIGURES = RESULTS / "figures"
 LATENTS = (20, 2)
 

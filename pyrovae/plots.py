@@ -144,7 +144,7 @@ def curves_figure(metrics: pd.DataFrame, bounds: pd.DataFrame | None = None) -> 
     for i, row in enumerate([] if bounds is None else bounds.itertuples()):
         label = f"L_{row.k} = {row.bound:.2f} ± {row.stderr:.2f} (evaluate)"
         elbo_ax.axhline(row.bound, color=f"C{i + 2}", linestyle="--", linewidth=1, label=label)
-    elbo_ax.legend()
+    elbo_ax.legend(loc="lower right")  # the ELBO rises to the upper right
     recon_ax.plot(epoch, metrics["reconstruction"], color="C2")
     kl_ax.plot(epoch, metrics["kl"], color="C3", label="KL (train)")
     if "active_units" in metrics:
