@@ -2,7 +2,7 @@
 
 from pyrovae.inference.annealing import parse_schedule
 from pyrovae.inference.bounds import iwae_bound, log_likelihood, log_mean_exp, renyi_bound
-from pyrovae.inference.diagnostics import active_units, posterior_means
+from pyrovae.inference.diagnostics import active_units, kl_per_dim, posterior_means
 from pyrovae.inference.evaluation import evaluate_elbo
 from pyrovae.inference.iwae import IWAE
 from pyrovae.inference.log_weights import elbo_terms, log_weights
@@ -21,6 +21,7 @@ __all__ = [
     "elbo_terms",
     "evaluate_elbo",
     "iwae_bound",
+    "kl_per_dim",
     "log_likelihood",
     "log_mean_exp",
     "log_weights",

@@ -16,6 +16,7 @@ neural networks", ICML 2013 (gradient-norm clipping).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -31,11 +32,12 @@ from tqdm.auto import tqdm
 
 from pyrovae.data import Dataset, batch_args
 from pyrovae.inference.annealing import parse_schedule
+from pyrovae.inference.diagnostics import PosteriorCollapseWarning, active_units, collapse_message, kl_per_dim
 from pyrovae.inference.evaluation import evaluate_elbo
 from pyrovae.inference.log_weights import elbo_terms
 from pyrovae.inference.objectives import make_objective
 
-METRICS = ("epoch", "train_elbo", "test_elbo", "reconstruction", "kl", "beta", "train_loss", "seconds")
+METRICS = ("epoch", "train_elbo", "test_elbo", "reconstruction", "kl", "beta", "train_loss", "seconds", "active_units")
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,11 @@ class Trainer:
     ``train_elbo`` and ``test_elbo`` (the true ELBO at beta = 1, on fixed
     binarizations of the splits), ``reconstruction`` and ``kl`` (the two terms of
     ``train_elbo``), the ``beta`` in force at the epoch's end, ``train_loss`` (the
-    mean training objective, beta-weighted) and ``seconds`` (training steps only).
+    mean training objective, beta-weighted), ``seconds`` (training steps only),
+    ``active_units`` (all latent sites, on the test split) and ``kl_per_dim``
+    (``{site: [KL per dimension]}`` on the test split, not a ``METRICS`` column).
+    An epoch at which the posterior collapses onto the prior, after one at which
+    it had not, raises a :class:`PosteriorCollapseWarning`.
 
     Parameters live in Pyro's param store; clear it before building a new model.
     """
@@ -166,9 +172,26 @@ class Trainer:
             "beta": beta,
             "train_loss": total / (self.steps_per_epoch * self.num_data),
             "seconds": seconds,
+            **self._latent_diagnostics(),
         }
         self.history.append(row)
+        self._warn_on_collapse()
         return row
+
+    def _latent_diagnostics(self) -> dict:
+        """Active units and per-dimension KL on the test split (on a forked RNG: training draws the same numbers)."""
+        test = functools.partial(self.data.eval_batches, "test", self.config.eval_batch_size, labels=self.labels)
+        with torch.random.fork_rng(devices=[self.data.device] if self.data.device.type == "cuda" else []):
+            return {
+                "active_units": sum(active_units(self.guide, test()).values()),
+                "kl_per_dim": {site: kl.tolist() for site, kl in kl_per_dim(self.model, self.guide, test()).items()},
+            }
+
+    def _warn_on_collapse(self) -> None:
+        """Warn once when the posterior collapses (not again while it stays collapsed)."""
+        collapsed = [_collapse_message(row) for row in self.history[-2:]]
+        if collapsed[-1] and not (len(collapsed) == 2 and collapsed[0]):
+            warnings.warn(f"epoch {self.epoch}: {collapsed[-1]}", PosteriorCollapseWarning, stacklevel=3)
 
     def _steps(self, epoch: int, stop: Callable[[], bool]) -> tuple[float, float, float] | None:
         """The SVI steps of ``epoch``: the summed loss, the last beta and the seconds taken; ``None`` if stopped."""
@@ -281,6 +304,18 @@ def load_params(params: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, value in params.items():
             live[name].copy_(value)
+
+
+def _collapse_message(row: dict) -> str | None:
+    """:func:`collapse_message` of an epoch's row, with the whole latent's KL from the
+    analytic per-dimension KL (exact, test split) or, for latent sites without one,
+    the Monte-Carlo ``kl`` (training split). Rows of checkpoints written before
+    active units were recorded count as not collapsed.
+    """
+    if "active_units" not in row:
+        return None
+    kl = sum(map(sum, row["kl_per_dim"].values())) if row["kl_per_dim"] else row["kl"]
+    return collapse_message(row["active_units"], kl)
 
 
 def _rng_state() -> dict:

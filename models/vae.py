@@ -42,6 +42,16 @@ class VAE(LatentModel):
     def decoder(self) -> nn.Module:
         return self.conditionals["decoder"].decoder
 
+    @property
+    def prior_loc(self) -> torch.Tensor:
+        """The prior's mean ``(latent_dim,)`` (a buffer: editing it in place changes the prior)."""
+        return self.conditionals["prior"].loc
+
+    @property
+    def prior_scale(self) -> torch.Tensor:
+        """The prior's standard deviations ``(latent_dim,)`` (a buffer, as :attr:`prior_loc`)."""
+        return self.conditionals["prior"].scale
+
     def prior(self, batch_size: int) -> dist.Distribution:
         """p(z): batch shape ``(batch_size,)``, event shape ``(latent_dim,)``."""
         return self.conditionals["prior"]().expand([batch_size])

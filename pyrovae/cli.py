@@ -1,4 +1,4 @@
-"""The ``pyrovae`` command: ``train``, ``evaluate`` and ``sample``.
+"""The ``pyrovae`` command: ``train``, ``evaluate``, ``sample`` and ``plot``.
 
 Heavy libraries (torch, Pyro) are imported inside the commands, so that
 ``pyrovae --help`` answers at once. Every expected failure ends with one
@@ -25,6 +25,17 @@ ACTIVATIONS = ("relu", "softplus", "tanh", "elu")  # == pyrovae.nets.ACTIVATIONS
 MODELS = ("vae", "cvae", "hvae", "ae", "dae")  # == pyrovae.spec.BUILTIN
 LIKELIHOODS = ("bernoulli", "gaussian", "learned-gaussian", "continuous-bernoulli")  # == models.likelihoods
 UNSET = object()  # the default of an option not written on the command line, when asked for
+PLOT_KINDS = (  # == pyrovae.figures.KINDS
+    "samples",
+    "reconstructions",
+    "latent-map",
+    "manifold",
+    "interpolate",
+    "traverse",
+    "arithmetic",
+    "kl-per-dim",
+    "curves",
+)
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -43,6 +54,14 @@ def _ints(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _triple(text: str) -> tuple[int, int, int]:
+    try:
+        a, b, c = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three class labels A,B,C, got {text!r}") from None
+    return a, b, c
 
 
 def _parser(*, unset: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -74,6 +93,12 @@ def _parser(*, unset: Sequence[str] = ()) -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--force", action="store_true", help="start over in an existing --out")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--snapshot-epochs",
+        type=_int_list,
+        default=(),
+        help="epochs after which to save reconstructions_eN.png and samples_eN.png (one fixed Z), e.g. 1,5,10",
+    )
     model = train.add_argument_group("model (options left out take the model's spec values)")
     model.add_argument("--model", default=argparse.SUPPRESS, choices=MODELS, help="built-in family (default: vae)")
     model.add_argument("--spec", default=argparse.SUPPRESS, help="TOML file declaring the model instead of --model")
@@ -106,15 +131,31 @@ def _parser(*, unset: Sequence[str] = ()) -> argparse.ArgumentParser:
     sample.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/samples.png)")
     sample.add_argument("--label", type=int, default=None, help="class to generate (cvae; default: 8 of each)")
     sample.add_argument("--device", default="auto", help="auto | cpu | cuda")
+
+    plot = commands.add_parser("plot", help="a figure of a trained run, as a PNG", formatter_class=fmt)
+    plot.add_argument("run_dir", help="run directory")
+    plot.add_argument("--kind", required=True, choices=PLOT_KINDS, help="figure")
+    plot.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/KIND.png)")
+    plot.add_argument("--temperature", type=float, default=1.0, help="samples: prior spread scale")
+    plot.add_argument(
+        "--classes", type=_triple, action="append", help="arithmetic: A,B,C for mean A - mean B + mean C (repeatable)"
+    )
+    plot.add_argument("--device", default="auto", help="auto | cpu | cuda")
     return parser
 
 
 def _train(args: argparse.Namespace) -> None:
+    import warnings
+
+    from pyrovae.inference.diagnostics import PosteriorCollapseWarning
     from pyrovae.runs import model_spec, train_run
     from pyrovae.validate import check_train
 
     config = check_train(args, given=args.given)
-    history = train_run(config, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
+    with warnings.catch_warnings():  # a collapse warning is one line in the epoch log (stdout), each time
+        warnings.simplefilter("always", PosteriorCollapseWarning)
+        warnings.showwarning = lambda message, *_: print(f"pyrovae: warning: {message}", flush=True)
+        history = train_run(config, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
     if history:
         name = "test ELBO" if model_spec(config).guide != "delta" else "test log p(x | f(x)) (autoencoder)"
         print(f"final {name}: {history[-1]['test_elbo']:.3f} nats")
@@ -156,6 +197,16 @@ def _sample(args: argparse.Namespace) -> None:
     print(out)
 
 
+def _plot(args: argparse.Namespace) -> None:
+    from pyrovae.figures import PlotOptions, plot_run
+    from pyrovae.validate import check_plot
+
+    check_plot(args)
+    triples = {"triples": tuple(args.classes)} if args.classes else {}
+    options = PlotOptions(temperature=args.temperature, device=args.device, **triples)
+    print(plot_run(args.run_dir, args.kind, out=args.out, options=options))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "train":  # which options were written, to tell what --resume would change
@@ -164,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pyrovae.runs import RunError, RunInterrupted
 
     try:
-        {"train": _train, "evaluate": _evaluate, "sample": _sample}[args.command](args)
+        {"train": _train, "evaluate": _evaluate, "sample": _sample, "plot": _plot}[args.command](args)
     except ValueError as e:  # pyrovae's UsageError, DataError, CheckpointError, and bad values met later
         return _fail(e, 2)
     except (RunError, OSError) as e:

@@ -1,15 +1,34 @@
-"""Figures of a trained model: prior samples and reconstructions, as PNG grids."""
+"""Figures of a trained model: decoded image grids, training curves and KL per latent dimension.
+
+The run directory's own images (``samples.png``, ``reconstructions.png``, the
+``--snapshot-epochs`` grids) are bare ``make_grid`` PNGs; the figures of
+``pyrovae plot`` are matplotlib figures with titles and axis labels, sized in
+quarter inches at :data:`DPI` so that every PNG has a whole, known pixel size.
+Every file is written atomically.
+
+References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014;
+Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from pyro import poutine
 from torchvision.utils import make_grid, save_image
 
+from pyrovae.checkpoint import atomic_write
+from pyrovae.inference.diagnostics import ACTIVE_THRESHOLD
+
 FIGURE_SEED = 0  # figures of one run are comparable across epochs and resumptions
+DPI = 120  # with sizes in multiples of 1/4 inch, PNG sizes are whole pixels (30 px per 1/4 inch)
 
 
 @torch.no_grad()
@@ -25,9 +44,27 @@ def decoded_mean(model: Callable, *args, guide: Callable | None = None, **kwargs
     return poutine.trace(model).get_trace(*args, **kwargs).nodes["x"]["fn"].mean
 
 
+def decode(model: Callable, z: torch.Tensor, *, site: str = "z") -> torch.Tensor:
+    """E[x | z] for given latents ``z`` ``(N, D)`` at the model's latent ``site``: ``(N, data_dim)``."""
+    return decoded_mean(poutine.condition(model, data={site: z}), None, batch_size=z.shape[0])
+
+
+def fixed_latents(
+    n: int, latent_dim: int, *, seed: int = FIGURE_SEED, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """``n`` standard-Normal latents ``(n, latent_dim)`` that depend only on ``seed``, not on any RNG state."""
+    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+def _grid(images: torch.Tensor, image_shape: tuple[int, ...], nrow: int) -> torch.Tensor:
+    """Flat images ``(N, C*H*W)`` as one ``(3, H', W')`` grid, 2 px white padding."""
+    return make_grid(images.reshape(-1, *image_shape).cpu().float(), nrow=nrow, pad_value=1.0)
+
+
 def save_grid(images: torch.Tensor, image_shape: tuple[int, ...], path: str | Path, nrow: int = 8) -> None:
     """Save rows of flat images ``(N, C*H*W)`` as one PNG grid."""
-    save_image(make_grid(images.reshape(-1, *image_shape).cpu(), nrow=nrow, pad_value=1.0), path)
+    grid = _grid(images, image_shape, nrow)
+    atomic_write(path, lambda f: save_image(grid, f, format="png"))
 
 
 def save_samples(
@@ -67,3 +104,112 @@ def save_reconstructions(
         recon = decoded_mean(model, x, *inputs, guide=guide, **kwargs)
     pairs = torch.stack([x.reshape(-1, 8, x.shape[-1]), recon.reshape(-1, 8, x.shape[-1])], dim=1)
     save_grid(pairs.reshape(-1, x.shape[-1]), image_shape, path)
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A matplotlib figure (not tied to pyplot) of ``width`` x ``height`` inches, rounded up to 1/4 inch."""
+    return Figure(figsize=(math.ceil(4 * width) / 4, math.ceil(4 * height) / 4), dpi=DPI, layout="constrained")
+
+
+def save_figure(fig: Figure, path: str | Path) -> None:
+    """Write ``fig`` as a PNG of exactly its size in pixels."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
+
+
+def show_grid(ax: Axes, images: torch.Tensor, image_shape: tuple[int, ...], nrow: int, title: str = "") -> None:
+    """Draw flat images as a grid of ``nrow`` columns on ``ax``, without axes."""
+    ax.imshow(_grid(images, image_shape, nrow).permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_title(title)
+    ax.set_axis_off()
+
+
+def samples_figure(
+    model: Callable, image_shape: tuple[int, ...], *, n: int = 64, temperature: float = 1.0, site: str = "z"
+) -> Figure:
+    """Decoded means of ``n`` prior samples at ``temperature``: z = mean + T (z_prior - mean)."""
+    if temperature <= 0:
+        raise ValueError(f"--temperature must be > 0, got {temperature}")
+    with torch.random.fork_rng():
+        torch.manual_seed(FIGURE_SEED)
+        prior = poutine.trace(model).get_trace(None, batch_size=n).nodes[site]
+        mean = prior["fn"].mean
+        images = decode(model, mean + temperature * (prior["value"] - mean), site=site)
+    fig = new_figure(5, 5.25)
+    show_grid(fig.add_subplot(), images, image_shape, 8, f"Decoded prior samples, temperature T = {temperature:g}")
+    return fig
+
+
+def reconstructions_figure(model: Callable, guide: Callable, x: torch.Tensor, image_shape: tuple[int, ...]) -> Figure:
+    """Test images ``x`` (64 of them) beside their reconstructions E[x | z], z ~ q(z | x)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(FIGURE_SEED)
+        recon = decoded_mean(model, x, guide=guide)
+    fig = new_figure(9.5, 5.25)
+    data_ax, recon_ax = fig.subplots(1, 2)
+    show_grid(data_ax, x, image_shape, 8, "Test images x")
+    show_grid(recon_ax, recon, image_shape, 8, "Reconstructions E[x | z], z ~ q(z | x)")
+    return fig
+
+
+def curves_figure(metrics: pd.DataFrame, bounds: pd.DataFrame | None = None) -> Figure:
+    """ELBO, reconstruction, KL (with active units) and beta per epoch, from ``metrics.csv``.
+
+    :param bounds: ``bounds.csv`` of ``pyrovae evaluate`` when present (columns ``k``,
+        ``bound``, ``stderr``): the final model's L_k, drawn as horizontal lines.
+    """
+    fig = new_figure(9, 6.5)
+    (elbo_ax, recon_ax), (kl_ax, beta_ax) = fig.subplots(2, 2, sharex=True)
+    epoch = metrics["epoch"]
+    elbo_ax.plot(epoch, metrics["train_elbo"], label="train ELBO")
+    elbo_ax.plot(epoch, metrics["test_elbo"], label="test ELBO")
+    for i, row in enumerate([] if bounds is None else bounds.itertuples()):
+        label = f"L_{row.k} = {row.bound:.2f} ± {row.stderr:.2f} (evaluate)"
+        elbo_ax.axhline(row.bound, color=f"C{i + 2}", linestyle="--", linewidth=1, label=label)
+    elbo_ax.legend(loc="lower right")  # the ELBO rises to the upper right
+    recon_ax.plot(epoch, metrics["reconstruction"], color="C2")
+    kl_ax.plot(epoch, metrics["kl"], color="C3", label="KL (train)")
+    if "active_units" in metrics:
+        units_ax = kl_ax.twinx()
+        units_ax.step(epoch, metrics["active_units"], where="mid", color="C7", label="active units (test)")
+        units_ax.set_ylabel("active units")
+        units_ax.set_ylim(bottom=0)
+        units_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        kl_ax.legend(handles=kl_ax.lines + units_ax.lines, loc="center right")
+    beta_ax.plot(epoch, metrics["beta"], color="C4")
+    beta_ax.set_ylim(0, 1.05 * max(1.0, metrics["beta"].max()))
+    labels = ("ELBO (nats)", "E_q[log p(x | z)] (nats)", "KL(q(z | x) || p(z)) (nats)", "beta at epoch end")
+    for ax, label in zip((elbo_ax, recon_ax, kl_ax, beta_ax), labels, strict=True):
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    for ax in (kl_ax, beta_ax):
+        ax.set_xlabel("epoch")
+    fig.suptitle("Training curves (per datapoint)")
+    return fig
+
+
+def kl_per_dim_figure(kl: torch.Tensor, activity: torch.Tensor, *, site: str = "z") -> Figure:
+    """Average KL per latent dimension, sorted, beside each dimension's activity Cov_x(E_q[z_u]).
+
+    :param kl: ``(D,)`` KL per dimension (:func:`pyrovae.inference.diagnostics.kl_per_dim`).
+    :param activity: ``(D,)`` activity (:func:`pyrovae.inference.diagnostics.unit_activity`).
+    """
+    order = kl.argsort(descending=True)
+    active = activity[order] > ACTIVE_THRESHOLD
+    colours = ["C0" if a else "C7" for a in active.tolist()]
+    names = [f"{u}" for u in order.tolist()]
+    fig = new_figure(9, 4)
+    kl_ax, activity_ax = fig.subplots(1, 2, sharex=True)
+    kl_ax.bar(range(len(order)), kl[order].cpu().numpy(), color=colours)
+    kl_ax.set_ylabel("KL(q(z_u | x) || p(z_u)) (nats)")
+    kl_ax.set_title(f"KL per dimension, {float(kl.sum()):.2f} nats in all")
+    activity_ax.bar(range(len(order)), activity[order].cpu().numpy(), color=colours)
+    activity_ax.axhline(ACTIVE_THRESHOLD, color="C3", linestyle="--", label=f"active threshold {ACTIVE_THRESHOLD}")
+    activity_ax.set_yscale("log")
+    activity_ax.set_ylabel("Cov_x(E_q[z_u | x])")
+    activity_ax.set_title(f"{int(active.sum())} of {len(order)} units active (blue)")
+    activity_ax.legend()
+    for ax in (kl_ax, activity_ax):
+        ax.set_xticks(range(len(order)), names, fontsize="small")
+        ax.set_xlabel(f"latent dimension u of {site}, by decreasing KL")
+    fig.suptitle("Posterior usage per latent dimension (test set)")
+    return fig

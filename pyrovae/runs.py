@@ -1,9 +1,10 @@
 """A run directory: configuration, building the model, training, reloading.
 
 ``RUN_DIR`` holds ``config.json`` (every setting), ``checkpoint.pt`` (written
-atomically after every epoch), ``metrics.csv`` (one row per completed epoch,
-rewritten from the checkpoint's history so it never holds an epoch twice),
-``samples.png`` and ``reconstructions.png``.
+atomically after every epoch), ``metrics.csv`` and ``kl_per_dim.csv`` (one row
+per completed epoch, rewritten from the checkpoint's history so they never hold
+an epoch twice), ``samples.png``, ``reconstructions.png`` and, after each epoch
+N of ``snapshot_epochs``, ``reconstructions_eN.png`` and ``samples_eN.png``.
 
 Nothing is lost to a fault: a checkpoint is only ever written for a completed
 epoch with finite parameters; SIGINT or SIGTERM abandons the epoch in progress
@@ -35,9 +36,20 @@ from pyrovae.data import Dataset, batch_args, load_dataset
 from pyrovae.inference.bounds import bound_table
 from pyrovae.inference.diagnostics import active_units
 from pyrovae.inference.training import METRICS, Diverged, TrainConfig, Trainer, load_params, register_params
-from pyrovae.plots import save_reconstructions, save_samples
+from pyrovae.plots import decoded_mean, save_grid, save_reconstructions, save_samples
 
-RUN_FILES = ("config.json", CHECKPOINT, "metrics.csv", "bounds.csv", "samples.png", "reconstructions.png")
+RUN_FILES = (
+    "config.json",
+    CHECKPOINT,
+    "metrics.csv",
+    "kl_per_dim.csv",
+    "bounds.csv",
+    "samples.png",
+    "reconstructions.png",
+)
+SNAPSHOT_FILES = ("reconstructions_e*.png", "samples_e*.png")
+SNAPSHOT_SAMPLES = 128  # rows of the fixed Z decoded at every snapshot (the course experiment's 128 x latent_dim)
+SNAPSHOT_SEED = 0  # Z depends only on this and latent_dim: the same at every snapshot, across --resume
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -75,6 +87,7 @@ class RunConfig:
     arch: str | None = None  # mlp | conv
     corruption: str | None = None  # dae: mask:P | gaussian:SIGMA
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    snapshot_epochs: tuple[int, ...] = ()  # epochs after which to save reconstructions_eN.png, samples_eN.png
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_json(self) -> str:
@@ -85,7 +98,7 @@ class RunConfig:
         d = dict(d)
         if isinstance(d.get("latent_dim"), int):  # configs written before hierarchical models
             d["latent_dim"] = (d["latent_dim"],)
-        sizes = {k: tuple(d[k]) for k in ("latent_dim", "hidden") if d.get(k) is not None}
+        sizes = {k: tuple(d[k]) for k in ("latent_dim", "hidden", "snapshot_epochs") if d.get(k) is not None}
         return cls(**{**d, **sizes, "train": TrainConfig(**d["train"])})
 
 
@@ -139,8 +152,11 @@ def train_run(
         out.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
+        for path in (p for pattern in SNAPSHOT_FILES for p in out.glob(pattern)):
+            path.unlink()
     _write(out / "config.json", atomic_write_text, config.to_json(), out)  # --resume --epochs N changes it
     _write(out / "metrics.csv", write_metrics, trainer.history, out)  # a kill may have come before its rewrite
+    _write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
     with stop_on_signals() as received:
         while trainer.epoch < config.train.epochs:
             row = _train_epoch(trainer, out, received)
@@ -152,6 +168,9 @@ def train_run(
             }
             _write(out / CHECKPOINT, save_checkpoint, state, out)
             _write(out / "metrics.csv", write_metrics, trainer.history, out)
+            _write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
+            if row["epoch"] in config.snapshot_epochs:
+                save_snapshots(model, guide, data, out, row["epoch"])
             print(epoch_line(row, model.probabilistic), flush=True)
             if received:  # the signal came during evaluation or saving: the epoch is safe
                 raise _interrupted(out, received[0], trainer.epoch)
@@ -229,12 +248,41 @@ def epoch_line(row: dict[str, float], probabilistic: bool) -> str:
         )
     return (
         f"epoch {row['epoch']:>3}  train ELBO {row['train_elbo']:9.3f}  test ELBO {row['test_elbo']:9.3f}  "
-        f"KL {row['kl']:7.3f}  beta {row['beta']:.3g}  {row['seconds']:6.1f}s"
+        f"KL {row['kl']:7.3f}  active {row['active_units']:>3}  beta {row['beta']:.3g}  {row['seconds']:6.1f}s"
     )
 
 
 def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
     atomic_write_text(path, pd.DataFrame(history, columns=list(METRICS)).to_csv(index=False))
+
+
+def write_kl_per_dim(path: Path, history: list[dict]) -> None:
+    """One row per epoch: ``epoch`` and the KL of each dimension u of each latent site, column ``site[u]``."""
+    rows = [
+        {"epoch": row["epoch"]}
+        | {f"{site}[{u}]": value for site, kl in row["kl_per_dim"].items() for u, value in enumerate(kl)}
+        for row in history
+    ]
+    atomic_write_text(path, pd.DataFrame(rows, columns=None if rows else ["epoch"]).to_csv(index=False))
+
+
+def save_snapshots(model: nn.Module, guide: nn.Module, data: Dataset, out: Path, epoch: int) -> None:
+    """``reconstructions_e{epoch}.png`` and ``samples_e{epoch}.png``: the fixed Z decoded, 16 per row.
+
+    Z is the first prior draw of an RNG seeded with :data:`SNAPSHOT_SEED` (for every
+    latent layer of every model family), on a forked RNG: snapshots leave training unchanged.
+    """
+    labels = bool(model.inputs)
+    inputs = sample_inputs(model, None, device=data.device)  # a conditional model: each class in turn
+    n = SNAPSHOT_SAMPLES if not inputs else inputs[0].shape[0]
+    with torch.random.fork_rng(devices=[data.device] if data.device.type == "cuda" else []):
+        torch.manual_seed(SNAPSHOT_SEED)
+        samples = decoded_mean(model, None, *inputs, batch_size=n)
+    save_grid(samples, data.image_shape, out / f"samples_e{epoch}.png", nrow=16)
+    batch = batch_args(next(data.eval_batches("test", 32, labels=labels)))
+    save_reconstructions(
+        model, guide, batch[0], data.image_shape, out / f"reconstructions_e{epoch}.png", inputs=batch[1:]
+    )
 
 
 def save_figures(model: nn.Module, guide: nn.Module, data: Dataset, out: Path) -> None:

@@ -1,7 +1,7 @@
 """Checks of every command's input, run before anything is loaded, created or written.
 
 One function per command (:func:`check_train`, :func:`check_evaluate`,
-:func:`check_sample`) takes the parsed arguments and raises :class:`UsageError`
+:func:`check_sample`, :func:`check_plot`) takes the parsed arguments and raises :class:`UsageError`
 with one line naming the problem and the fix; ``pyrovae.cli.main`` prints it and
 exits with status 2. A new option gets its check here, in its command's function
 (or in :func:`check_config` when it is stored in ``config.json``).
@@ -129,8 +129,35 @@ def check_sample(args: argparse.Namespace) -> None:
     check_run_dir(args.run_dir)
     check_device(args.device)
     _positive_int(n=args.n)
-    if args.out is not None:
-        out = Path(args.out)
+    _check_png_out(args.out)
+
+
+def check_plot(args: argparse.Namespace) -> None:
+    """``pyrovae plot``: the run directory, the device, ``--temperature`` and the figure's path."""
+    check_run_dir(args.run_dir)
+    check_device(args.device)
+    _positive_float(temperature=args.temperature)
+    _check_png_out(args.out)
+    if args.kind != "curves":
+        _check_plottable(Path(args.run_dir), args.kind)
+
+
+def _check_plottable(run_dir: Path, kind: str) -> None:
+    """The figures other than ``curves`` read one unconditioned latent layer."""
+    try:
+        model = model_spec(RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())))
+    except (OSError, ValueError, TypeError, KeyError):
+        return  # loading the run reports a missing or damaged run
+    if model.inputs or len(model.latents) != 1:
+        raise UsageError(
+            f"--kind {kind} draws models with one latent layer and no label input (vae, ae, dae or a spec like "
+            "them); for this run use pyrovae sample (with --label for a cvae) or --kind curves"
+        )
+
+
+def _check_png_out(out: str | None) -> None:
+    if out is not None:
+        out = Path(out)
         if out.suffix.lower() != ".png":
             raise UsageError(f"--out {out}: figures are PNG files; give a name ending in .png")
         if not out.parent.is_dir():

@@ -1,6 +1,9 @@
+import pyro
+import pyro.distributions as dist
+import pytest
 import torch
 
-from pyrovae.inference.diagnostics import active_units, posterior_means, unit_activity
+from pyrovae.inference.diagnostics import active_units, collapse_message, kl_per_dim, posterior_means, unit_activity
 
 from conftest import make_vae
 
@@ -25,3 +28,45 @@ def test_units_whose_mean_ignores_x_are_inactive():
     activity = unit_activity(posterior_means(guide, [x])["z"])
     assert activity[0] > 0.01 and torch.all(activity[1:] == 0)
     assert active_units(guide, [x]) == {"z": 1}
+
+
+def normal_kl(mu_q, sigma_q, mu_p, sigma_p):
+    """KL(N(mu_q, sigma_q^2) || N(mu_p, sigma_p^2)) per dimension, written out."""
+    return torch.log(sigma_p / sigma_q) + (sigma_q**2 + (mu_q - mu_p) ** 2) / (2 * sigma_p**2) - 0.5
+
+
+def test_kl_per_dim_is_the_closed_form_against_the_models_own_prior():
+    model, guide = make_vae(latent_dim=3)
+    with torch.no_grad():  # a non-standard prior: the KL must come from the model trace, not N(0, I)
+        model.prior_loc.copy_(torch.tensor([1.0, 0.0, -0.5]))
+        model.prior_scale.copy_(torch.tensor([2.0, 1.0, 0.5]))
+    x = torch.bernoulli(torch.full((10, 12), 0.4))
+    kl = kl_per_dim(model, guide, x.split(3))
+    mu, sigma = guide.encoder(x)
+    expected = normal_kl(mu, sigma, model.prior_loc, model.prior_scale).mean(0)
+    assert set(kl) == {"z"} and torch.allclose(kl["z"], expected, atol=1e-6)
+
+
+def test_sites_without_a_factorized_kl_are_left_out():
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.MultivariateNormal(torch.zeros(2), torch.eye(2)).expand([x.shape[0]]))
+            w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[0], 4]).to_event(1))
+            pyro.sample("x", dist.Normal(z.sum(-1, keepdim=True) + w, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.MultivariateNormal(x[:, :2], 2 * torch.eye(2)))
+            pyro.sample("w", dist.Normal(x, 2.0).to_event(1))
+
+    x = torch.randn(5, 4)
+    kl = kl_per_dim(model, guide, [x])
+    assert set(kl) == {"w"}
+    assert torch.allclose(kl["w"], normal_kl(x, torch.tensor(2.0), 0.0, torch.tensor(1.0)).mean(0))
+
+
+@pytest.mark.parametrize(
+    ("active", "kl", "collapsed"), [(0, 5.0, True), (3, 0.005, True), (3, 0.02, False), (1, 5.0, False)]
+)
+def test_collapse_needs_no_active_units_or_almost_no_kl(active: int, kl: float, collapsed: bool):
+    assert (collapse_message(active, kl) is not None) == collapsed

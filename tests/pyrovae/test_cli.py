@@ -27,6 +27,7 @@ def test_one_epoch_writes_every_file(amat_dir: Path, tmp_path: Path, capsys):
         "config.json",
         "checkpoint.pt",
         "metrics.csv",
+        "kl_per_dim.csv",
         "samples.png",
         "reconstructions.png",
     }

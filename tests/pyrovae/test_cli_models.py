@@ -107,3 +107,14 @@ def test_train_from_a_spec_file(amat_dir: Path, tmp_path: Path, capsys):
 
 def test_cli_model_choices_match_the_library():
     assert cli.MODELS == spec.BUILTIN and cli.LIKELIHOODS == LIKELIHOODS
+
+
+def test_latent_figures_of_a_conditional_model_are_refused_in_one_line(mnist_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "cvae"
+    data = ["--dataset", "mnist", "--data-dir", str(mnist_dir)]
+    assert cli.main(["train", "--model", "cvae", "--out", str(out), *data, *SMALL, "--latent-dim", "2"]) == 0
+    capsys.readouterr()
+    assert cli.main(["plot", str(out), "--kind", "latent-map"]) == 2
+    err = capsys.readouterr().err
+    assert "--label" in err and err.count("\n") == 1
+    assert cli.main(["plot", str(out), "--kind", "curves"]) == 0

@@ -1,0 +1,131 @@
+"""``pyrovae plot``: every figure of a run directory, by kind.
+
+All kinds but ``curves`` load the run's model and guide and use the test split
+of its data set (binarized once with a fixed seed, as for the test ELBO).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from pyrovae import latent, plots
+from pyrovae.inference.diagnostics import kl_per_dim, unit_activity
+from pyrovae.runs import load_run, load_run_data
+
+PAIRS = 5  # image pairs of the interpolate figure
+PAIR_SEED = 0  # fixed: the same test pairs in every figure of every run
+
+
+@dataclass(frozen=True)
+class PlotOptions:
+    """The options of ``pyrovae plot``; each kind reads the ones it needs."""
+
+    temperature: float = 1.0  # samples: z = mean + T (z_prior - mean)
+    triples: tuple[tuple[int, int, int], ...] = ((7, 1, 4), (8, 0, 1), (9, 4, 3), (6, 0, 5))  # arithmetic: a, b, c
+    device: str = "auto"  # auto | cpu | cuda
+
+
+class EncodedTestSplit(NamedTuple):
+    """A loaded run and the posterior means of its test split."""
+
+    model: nn.Module
+    guide: nn.Module
+    image_shape: tuple[int, ...]
+    x: torch.Tensor  # (N, data_dim) test split
+    labels: torch.Tensor | None  # (N,), None for unlabelled data
+    site: str  # the latent site
+    z: torch.Tensor  # (N, D) E_q[z | x]
+    batch_size: int  # evaluation chunk size
+
+    def kl(self) -> torch.Tensor:
+        """``(D,)`` KL per latent dimension over the test split."""
+        kl = kl_per_dim(self.model, self.guide, self.x.split(self.batch_size)).get(self.site)
+        if kl is None:
+            raise ValueError(f"latent site {self.site!r} has no analytic KL per dimension (not factorized Normal)")
+        return kl
+
+
+def _test_set(run_dir: Path, device: str) -> EncodedTestSplit:
+    run = load_run(run_dir, device)
+    data = load_run_data(run.config, device)
+    x, batch_size = data.split("test"), run.config.train.eval_batch_size
+    site, z = latent.encode(run.guide, x.split(batch_size))
+    return EncodedTestSplit(run.model, run.guide, run.image_shape, x, data.labels.get("test"), site, z, batch_size)
+
+
+def _samples(t: EncodedTestSplit, o: PlotOptions) -> Figure:
+    return plots.samples_figure(t.model, t.image_shape, temperature=o.temperature, site=t.site)
+
+
+def _reconstructions(t: EncodedTestSplit, o: PlotOptions) -> Figure:
+    return plots.reconstructions_figure(t.model, t.guide, t.x[:64], t.image_shape)
+
+
+def _latent_map(t: EncodedTestSplit, o: PlotOptions) -> Figure:
+    return latent.latent_map_figure(t.z, t.labels, site=t.site)
+
+
+def _manifold(t: EncodedTestSplit, o: PlotOptions) -> Figure:
+    return latent.manifold_figure(t.model, t.image_shape, site=t.site)
+
+
+def _interpolate(t: EncodedTestSplit, o: PlotOptions) -> Figure:
+    pairs = torch.randperm(t.x.shape[0], generator=torch.Generator().manual_seed(PAIR_SEED))[: 2 * PAIRS]
+    x0, x1 = t.x[pairs.to(t.x.device)].split(PAIRS)
+    return latent.interpolate_figure(t.model, t.guide, x0, x1, t.image_shape)
+
+
+def _traverse(t: EncodedTestSplit, o: PlotOptions) -> Figure:
+    return latent.traverse_figure(t.model, t.guide, t.x[:1], t.kl(), t.image_shape)
+
+
+def _arithmetic(t: EncodedTestSplit, o: PlotOptions) -> Figure:
+    if t.labels is None:
+        raise ValueError("arithmetic needs class labels and this run's data set has none (try mnist-5k)")
+    return latent.arithmetic_figure(t.model, t.z, t.labels, o.triples, t.image_shape, site=t.site)
+
+
+def _kl_per_dim(t: EncodedTestSplit, o: PlotOptions) -> Figure:
+    return plots.kl_per_dim_figure(t.kl(), unit_activity(t.z), site=t.site)
+
+
+def _curves(run_dir: Path) -> Figure:
+    metrics = run_dir / "metrics.csv"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics}: not found; curves need a run directory made by pyrovae train")
+    bounds = run_dir / "bounds.csv"
+    return plots.curves_figure(pd.read_csv(metrics), pd.read_csv(bounds) if bounds.is_file() else None)
+
+
+DRAW: dict[str, Callable[[EncodedTestSplit, PlotOptions], Figure]] = {
+    "samples": _samples,
+    "reconstructions": _reconstructions,
+    "latent-map": _latent_map,
+    "manifold": _manifold,
+    "interpolate": _interpolate,
+    "traverse": _traverse,
+    "arithmetic": _arithmetic,
+    "kl-per-dim": _kl_per_dim,
+}
+KINDS = (*DRAW, "curves")
+
+
+def plot_run(
+    run_dir: str | Path, kind: str, *, out: str | Path | None = None, options: PlotOptions | None = None
+) -> Path:
+    """Draw figure ``kind`` of the run in ``run_dir`` into ``out`` (default ``RUN_DIR/KIND.png``); returns ``out``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown plot kind {kind!r}; choose from {', '.join(KINDS)}")
+    run_dir, options = Path(run_dir), options or PlotOptions()
+    fig = _curves(run_dir) if kind == "curves" else DRAW[kind](_test_set(run_dir, options.device), options)
+    out = Path(out) if out else run_dir / f"{kind}.png"
+    plots.save_figure(fig, out)
+    return out

@@ -1,0 +1,216 @@
+"""Latent-space exploration: interpolation, traversals, class arithmetic and 2-D maps.
+
+Every tool works through Pyro traces on a model/guide pair with one latent site
+(``"z"`` for the VAE): encodings are the guide's posterior means E_q[z | x], and
+latent points are decoded by conditioning the model's latent site on them.
+
+References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014 (the 2-D manifold);
+T. White, "Sampling Generative Networks", arXiv:1609.04468, 2016 (spherical interpolation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from matplotlib.figure import Figure
+from pyro import poutine
+
+from pyrovae.inference.diagnostics import factors, posterior_means
+from pyrovae.plots import decode, new_figure, show_grid
+
+INTERPOLATIONS = ("linear", "spherical")
+ImageShape = tuple[int, ...]  # (C, H, W) of one datapoint
+
+
+def encode(guide: Callable, batches: Iterable[torch.Tensor]) -> tuple[str, torch.Tensor]:
+    """The guide's only latent site and the posterior means of the data there, ``(N, D)``."""
+    means = posterior_means(guide, batches)
+    if len(means) != 1:
+        raise ValueError(f"latent-space plots need a guide with one latent site; this one has {sorted(means)}")
+    ((site, z),) = means.items()
+    return site, z
+
+
+def lerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(1 - t) z0 + t z1 for endpoints ``(..., D)`` and fractions ``t`` ``(T,)``: ``(..., T, D)``."""
+    t = t[:, None]
+    return (1 - t) * z0[..., None, :] + t * z1[..., None, :]
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation from z0 to z1 (White, 2016): ``(..., T, D)``.
+
+    The direction follows the great circle, sin((1 - t) w) / sin w u0 + sin(t w) / sin w u1
+    for unit vectors u0, u1 at angle w, and the norm moves linearly from |z0| to |z1|;
+    with |z0| = |z1| this is White's slerp. The path keeps clear of the origin, where a
+    Gaussian prior in D dimensions puts almost no mass, and, unlike the raw formula on
+    vectors of unequal norms, it stays bounded when z0 and z1 point almost opposite
+    ways. Parallel directions (sin w = 0) fall back to :func:`lerp` of the directions.
+    """
+    r0, r1 = z0.norm(dim=-1, keepdim=True), z1.norm(dim=-1, keepdim=True)  # (..., 1)
+    u0, u1 = z0 / r0.clamp_min(1e-12), z1 / r1.clamp_min(1e-12)
+    omega = torch.acos((u0 * u1).sum(-1).clamp(-1.0, 1.0))[..., None, None]  # (..., 1, 1)
+    sin, t = torch.sin(omega), t[:, None]
+    parallel = sin < 1e-6
+    a = torch.where(parallel, 1 - t, torch.sin((1 - t) * omega) / sin)
+    b = torch.where(parallel, t, torch.sin(t * omega) / sin)
+    return lerp(r0, r1, t[:, 0]) * (a * u0[..., None, :] + b * u1[..., None, :])
+
+
+def interpolate(
+    model: Callable, guide: Callable, x0: torch.Tensor, x1: torch.Tensor, *, steps: int = 8, how: str = "linear"
+) -> torch.Tensor:
+    """Decoded means along the path between the encodings of ``x0`` and ``x1`` ``(P, data_dim)``.
+
+    :returns: ``(P, steps, data_dim)``; step 0 decodes E_q[z | x0] and the last E_q[z | x1].
+    """
+    if how not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {how!r}; choose from {INTERPOLATIONS}")
+    site, z = encode(guide, [x0, x1])
+    path = (lerp if how == "linear" else slerp)(*z.split(x0.shape[0]), torch.linspace(0, 1, steps, device=z.device))
+    return decode(model, path.reshape(-1, z.shape[-1]), site=site).reshape(x0.shape[0], steps, -1)
+
+
+def traverse(
+    model: Callable, guide: Callable, x: torch.Tensor, kl: torch.Tensor, values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sweep each latent dimension over ``values`` with the others at the encoding of ``x`` ``(1, data_dim)``.
+
+    :param kl: ``(D,)`` KL per dimension; rows are ordered by it, largest first.
+    :returns: ``(dims, images)``: the dimension of each row ``(D,)`` and the decoded
+        means ``(D, len(values), data_dim)``.
+    """
+    site, base = encode(guide, [x])  # (1, D)
+    dims = kl.argsort(descending=True)
+    z = base.expand(len(dims), len(values), -1).clone()  # (D rows, V values, D)
+    z[torch.arange(len(dims)), :, dims] = values.to(z)
+    return dims, decode(model, z.reshape(-1, z.shape[-1]), site=site).reshape(len(dims), len(values), -1)
+
+
+def class_arithmetic(z: torch.Tensor, labels: torch.Tensor, triples: Sequence[tuple[int, int, int]]) -> torch.Tensor:
+    """Mean encodings m_a, m_b, m_c of classes a, b, c and m_a - m_b + m_c, per triple: ``(len(triples), 4, D)``."""
+    missing = sorted({c for triple in triples for c in triple} - set(labels.tolist()))
+    if missing:
+        raise ValueError(f"classes {missing} do not occur in the labels; the data set has {labels.unique().tolist()}")
+    mean = {int(c): z[labels == c].mean(0) for c in labels.unique()}
+    return torch.stack([torch.stack([mean[a], mean[b], mean[c], mean[a] - mean[b] + mean[c]]) for a, b, c in triples])
+
+
+def pca_2d(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project ``(N, D)`` points on their first two principal components: ``(N, 2)`` and the variance fractions."""
+    centred = z - z.mean(0)
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ vh[:2].T, s[:2] ** 2 / (s**2).sum()
+
+
+def prior_quantiles(model: Callable, n: int, *, site: str = "z", low: float = 0.05, high: float = 0.95) -> torch.Tensor:
+    """``n`` evenly spaced quantiles in [low, high] of each coordinate of the prior: ``(n, D)``."""
+    with torch.random.fork_rng():
+        prior = factors(poutine.trace(model).get_trace(None, batch_size=1).nodes[site]["fn"])  # batch (1, D)
+    p = torch.linspace(low, high, n, device=prior.mean.device)[:, None]
+    return prior.icdf(p.expand(n, prior.batch_shape[-1]))
+
+
+def latent_map_figure(z: torch.Tensor, labels: torch.Tensor | None = None, *, site: str = "z") -> Figure:
+    """Posterior means in 2-D (z itself when D = 2, else its PCA projection), coloured by label when given."""
+    if z.shape[-1] == 2:
+        points, axes, how = z, (f"{site}_1", f"{site}_2"), "the latent itself, D = 2"
+    else:
+        points, explained = pca_2d(z)
+        axes = tuple(
+            f"principal component {i + 1} ({100 * float(e):.0f}% of variance)" for i, e in enumerate(explained)
+        )
+        how = f"PCA projection of D = {z.shape[-1]}"
+    fig = new_figure(6.5, 5.5)
+    ax = fig.add_subplot()
+    points = points.cpu().numpy()
+    if labels is None:
+        ax.scatter(*points.T, s=6, alpha=0.6, color="C0")
+    else:
+        for c in labels.unique().tolist():
+            ax.scatter(*points[(labels == c).cpu().numpy()].T, s=6, alpha=0.7, color=f"C{c % 10}", label=str(c))
+        ax.legend(title="label", markerscale=3, loc="center left", bbox_to_anchor=(1, 0.5))
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title(f"Posterior means E_q[z | x] of {len(points)} test images\n({how})")
+    return fig
+
+
+def manifold_figure(model: Callable, image_shape: ImageShape, *, n: int = 20, site: str = "z") -> Figure:
+    """Decoded means over an ``n`` x ``n`` grid of the prior's quantiles of a 2-D latent (Kingma & Welling, fig. 4)."""
+    q = prior_quantiles(model, n, site=site)  # (n, 2)
+    if q.shape[-1] != 2:
+        raise ValueError(f"manifold needs a 2-D latent, this run has D = {q.shape[-1]}; train with --latent-dim 2")
+    z1, z2 = q[:, 0], q[:, 1].flip(0)  # columns: z_1 increasing; rows: z_2 decreasing downwards
+    grid = torch.stack(torch.broadcast_tensors(z1[None, :], z2[:, None]), dim=-1).reshape(-1, 2)
+    fig = new_figure(7, 7.5)
+    ax = fig.add_subplot()
+    show_grid(ax, decode(model, grid, site=site), image_shape, n)
+    ax.set_axis_on()
+    cell, shown = image_shape[-1] + 2, sorted({round(i * (n - 1) / 4) for i in range(5)})  # 2 px padding
+    ticks = [cell * i + cell / 2 for i in shown]
+    ax.set_xticks(ticks, [f"{float(z1[i]):.2f}" for i in shown])
+    ax.set_yticks(ticks, [f"{float(z2[i]):.2f}" for i in shown])
+    ax.set_xlabel(f"{site}_1 (prior quantiles 5% to 95%)")
+    ax.set_ylabel(f"{site}_2")
+    ax.set_title("Decoded means E[x | z] over the 2-D latent")
+    return fig
+
+
+def interpolate_figure(
+    model: Callable, guide: Callable, x0: torch.Tensor, x1: torch.Tensor, image_shape: ImageShape, *, steps: int = 8
+) -> Figure:
+    """Linear and spherical interpolation between pairs of test images, framed by the images themselves."""
+    fig = new_figure(6.5, 1.25 + 1.3 * x0.shape[0])
+    for ax, how in zip(fig.subplots(2, 1), INTERPOLATIONS, strict=True):
+        path = interpolate(model, guide, x0, x1, steps=steps, how=how)
+        rows = torch.cat([x0[:, None], path, x1[:, None]], dim=1)  # (P, steps + 2, data_dim)
+        show_grid(ax, rows.reshape(-1, x0.shape[-1]), image_shape, steps + 2, f"{how} interpolation of E_q[z | x]")
+    fig.suptitle("Test image, decoded path from its encoding to the other's, test image")
+    return fig
+
+
+def traverse_figure(
+    model: Callable, guide: Callable, x: torch.Tensor, kl: torch.Tensor, image_shape: ImageShape, *, span: float = 3.0
+) -> Figure:
+    """One row per latent dimension, by decreasing KL: a sweep of z_u over [-span, span], others fixed."""
+    values = torch.linspace(-span, span, 9)
+    dims, images = traverse(model, guide, x, kl, values)
+    fig = new_figure(6.5, 1.25 + 0.5 * len(dims))
+    ax = fig.add_subplot()
+    show_grid(ax, images.reshape(-1, x.shape[-1]), image_shape, len(values))
+    ax.set_axis_on()
+    cell = image_shape[-1] + 2
+    ax.set_xticks([cell * i + cell / 2 for i in range(len(values))], [f"{v:g}" for v in values.tolist()])
+    ax.set_yticks(
+        [cell * i + cell / 2 for i in range(len(dims))], [f"z_{u}  {float(kl[u]):.2f}" for u in dims.tolist()]
+    )
+    ax.tick_params(length=0)
+    ax.set_xlabel("value of the swept dimension")
+    ax.set_ylabel("dimension and its KL (nats)")
+    ax.set_title("Latent traversals from one test image's encoding,\nrows by decreasing KL")
+    return fig
+
+
+def arithmetic_figure(
+    model: Callable,
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    triples: Sequence[tuple[int, int, int]],
+    image_shape: ImageShape,
+    *,
+    site: str = "z",
+) -> Figure:
+    """Decoded class means m_a, m_b, m_c and m_a - m_b + m_c, one row per triple (a, b, c)."""
+    points = class_arithmetic(z, labels, triples)  # (rows, 4, D)
+    fig = new_figure(5, 0.75 + 1.1 * len(triples))
+    ax = fig.add_subplot()
+    show_grid(ax, decode(model, points.reshape(-1, z.shape[-1]), site=site), image_shape, 4)
+    ax.set_axis_on()
+    cell = image_shape[-1] + 2
+    ax.set_xticks([cell * i + cell / 2 for i in range(4)], ["mean a", "mean b", "mean c", "a - b + c"])
+    ax.set_yticks([cell * i + cell / 2 for i in range(len(triples))], [f"{a} - {b} + {c}" for a, b, c in triples])
+    ax.tick_params(length=0)
+    ax.set_title("Class-mean latent arithmetic, decoded")
+    return fig
