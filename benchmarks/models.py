@@ -88,7 +88,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.machine()})"
     report = f"""# The model family on static binarized MNIST
 
-- machine: {device}, {torch.get_num_threads()} torch threads (a shared machine: timings are indicative);
+- machine: {device}, {torch.get_num_threads()} torch threads;
   date: {datetime.date.today()}
 - command: `python benchmarks/models.py --data-dir {args.data_dir} --epochs {args.epochs} --ll-limit {args.ll_limit}`
 - budget: {args.epochs} epochs of the 50,000 training images for every model, batch 100, Adam lr 1e-3,
