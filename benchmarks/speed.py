@@ -1,17 +1,24 @@
 """Training and evaluation speed of pyrovae against plain PyTorch loops written here.
 
-    python benchmarks/speed.py --data-dir ../shared/data/binarized_mnist [--device cpu] [--ll-images 500]
+    python benchmarks/speed.py --data-dir ../shared/data/binarized_mnist [--device cpu] [--repeats 3]
 
-Each measurement runs in its own process (so peak RSS is its own):
-- training throughput (examples/s) of the step ``pyrovae train`` runs
-  (``Trainer.step``: Pyro traces, the objective's surrogate, Adam over the param
-  store) for ``elbo``, ``mf-elbo`` and IWAE k = 5, 50, against a hand-written
-  PyTorch step with the same architecture (784-400-400-50 ReLU MLPs), batch size,
-  optimiser and data (static binarized MNIST, resident on the device);
-- ``log_likelihood`` with k = 5000 on ``--ll-images`` test images: pyrovae's
-  chunked estimator, a plain PyTorch chunked loop, and per-datapoint evaluation
-  (one image at a time, as pythae's ``get_nll`` does);
-- startup: ``pyrovae --help``.
+Each measurement runs in its own process (so peak RSS is its own), and the
+processes of one configuration are interleaved over ``--repeats`` rounds; the
+table gives the median throughput of the rounds.
+- Training throughput (examples/s) of ``pyrovae train``'s loop (``Trainer.train_epoch``:
+  per-epoch shuffle, Pyro traces, the objective, one fused Adam, a host sync every
+  50 steps; the epoch's ``seconds`` count its steps only) for ``elbo``, ``mf-elbo`` and
+  IWAE k = 5, 50, against a hand-written PyTorch epoch with the same architecture
+  (784-400-400-50 ReLU MLPs), batch size, data (static binarized MNIST, a seeded
+  ``--train-images`` subset resident on the device) and Adam, once as a plain
+  script is usually written and once tuned (fused Adam, pyrovae's Bernoulli log-density and
+  malloc settings).
+  The first epoch is a warm-up; the others are timed.
+- ``log_likelihood`` with k = 5000 on ``--ll-images`` test images: pyrovae's chunked
+  estimator (automatic chunks), a plain PyTorch loop with the same chunks, and
+  per-datapoint evaluation (one image at a time, 1,000 particles per pass) on
+  ``--per-datapoint-images`` of them.
+- Startup: ``pyrovae --help``.
 Writes ``benchmarks/results/speed.md``.
 """
 
@@ -23,6 +30,7 @@ import json
 import math
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -32,28 +40,44 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from pyrovae.models.likelihoods import Bernoulli
+
 RESULTS = Path(__file__).parent / "results"
 TRAINING = {"elbo": ("elbo", 1), "mf-elbo": ("mf-elbo", 1), "iwae k=5": ("iwae", 5), "iwae k=50": ("iwae", 50)}
+# plain: torch.optim.Adam's defaults, binary_cross_entropy_with_logits, the process as Python starts it;
+# plain tuned: Adam(fused=True), pyrovae's vectorized Bernoulli log-density and its malloc settings
+# (pyrovae.cli.keep_freed_memory): the fastest plain loop we know how to write
+IMPLEMENTATIONS = ("pyrovae", "plain", "plain tuned")
 
 
-def _setup(args: argparse.Namespace):
-    from pyrovae.data import load_dataset
+def _setup(args: argparse.Namespace, train_images: int | None = None):
+    from pyrovae.data import Dataset, load_dataset
     from pyrovae.guides import NormalGuide
     from pyrovae.models import VAE
     from pyrovae.nets import Decoder, GaussianEncoder
 
-    torch.manual_seed(0)
     data = load_dataset("binarized-mnist", data_dir=args.data_dir, device=args.device)
+    if train_images is not None:  # a seeded random subset: the benchmark's epochs are short
+        subset = torch.randperm(50_000, generator=torch.Generator().manual_seed(0))[:train_images]
+        data = Dataset(data.name, {"train": data.split("train")[subset.to(args.device)], "test": data.split("test")})
+    torch.manual_seed(0)
     model = VAE(Decoder(50, 784, (400, 400)), 50).to(args.device)
     guide = NormalGuide(GaussianEncoder(784, 50, (400, 400))).to(args.device)
     return data, model, guide
 
 
-def _plain_loss(model, guide, x: torch.Tensor, objective: str, k: int) -> torch.Tensor:
-    """The same objectives written directly in PyTorch (per-datapoint, summed, scaled by N / B)."""
+def _plain_loss(model, guide, x: torch.Tensor, objective: str, k: int, *, tuned: bool = False) -> torch.Tensor:
+    """The same objectives written directly in PyTorch (per-datapoint, summed over the batch).
+
+    :param tuned: log p(x | z) by pyrovae's vectorized Bernoulli formula instead of
+        ``binary_cross_entropy_with_logits`` (whose CPU kernel is not vectorized).
+    """
     loc, scale = guide.encoder(x)
     z = loc + scale * torch.randn((k, *loc.shape), device=x.device)  # (k, B, D)
-    log_px_z = -F.binary_cross_entropy_with_logits(model.decoder(z), x.expand(k, -1, -1), reduction="none").sum(-1)
+    if tuned:
+        log_px_z = Bernoulli(logits=model.decoder(z), validate_args=False).log_prob(x).sum(-1)
+    else:
+        log_px_z = -F.binary_cross_entropy_with_logits(model.decoder(z), x.expand(k, -1, -1), reduction="none").sum(-1)
     if objective == "mf-elbo":
         kl = 0.5 * (loc**2 + scale**2 - 1).sum(-1) - scale.log().sum(-1)
         return -(log_px_z.mean(0) - kl).sum()
@@ -64,59 +88,80 @@ def _plain_loss(model, guide, x: torch.Tensor, objective: str, k: int) -> torch.
 
 
 def measure_training(args: argparse.Namespace, name: str, implementation: str) -> dict:
+    """Examples per second over the timed epochs (all but the first)."""
+    import pyro
+
+    from pyrovae.cli import keep_freed_memory
     from pyrovae.inference import TrainConfig, Trainer
 
     objective, k = TRAINING[name]
-    data, model, guide = _setup(args)
-    train = data.split("train")
-    n = train.shape[0]
+    if implementation != "plain":
+        keep_freed_memory()  # as the `pyrovae` command does at its start
+    data, model, guide = _setup(args, args.train_images)
     if implementation == "pyrovae":
         config = TrainConfig(batch_size=args.batch_size, objective=objective, particles=k)
         trainer = Trainer(model, guide, data, config, progress=False)
-
-        def step(x):
-            trainer.step(x, 1.0)
+        seconds = [trainer.train_epoch()["seconds"] for _ in range(args.epochs)]
     else:
         params = [*model.parameters(), *guide.parameters()]
-        optimizer = torch.optim.Adam(params, lr=1e-3)
+        optimizer = torch.optim.Adam(params, lr=1e-3, fused=True if implementation == "plain tuned" else None)
+        with pyro.validation_enabled(False):  # no Pyro here, but the same torch.distributions settings
+            tuned = implementation == "plain tuned"
+            seconds = [
+                _plain_epoch(model, guide, optimizer, data, args, objective, k, tuned) for _ in range(args.epochs)
+            ]
+    timed = seconds[1:]  # the first epoch is a warm-up
+    return {"examples_per_s": len(timed) * data.split("train").shape[0] / sum(timed)}
 
-        def step(x):
-            loss = _plain_loss(model, guide, x, objective, k) * (n / x.shape[0])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
 
-    order = torch.randperm(n, device=train.device).split(args.batch_size)
-    for index in order[: args.warmup]:
-        step(train[index])
-    _sync(args.device)
+def _plain_epoch(model, guide, optimizer, data, args: argparse.Namespace, objective: str, k: int, tuned: bool) -> float:
+    """One shuffled pass of plain PyTorch steps; the loss is read back once, at the end."""
+    train = data.split("train")
+    n = train.shape[0]
+    order = torch.randperm(n, device=train.device)
+    total = torch.zeros((), device=train.device)
     start = time.perf_counter()
-    for index in order[args.warmup : args.warmup + args.steps]:
-        step(train[index])
-    _sync(args.device)
-    return {"examples_per_s": args.steps * args.batch_size / (time.perf_counter() - start)}
+    for index in order.split(args.batch_size):
+        x = train[index]
+        loss = _plain_loss(model, guide, x, objective, k, tuned=tuned) * (n / x.shape[0])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach()
+    total.item()  # one sync: the epoch's work is done
+    return time.perf_counter() - start
 
 
 def measure_log_likelihood(args: argparse.Namespace, implementation: str) -> dict:
+    from pyrovae.cli import keep_freed_memory
     from pyrovae.inference import log_likelihood
+    from pyrovae.inference.bounds import auto_chunk_size
 
+    keep_freed_memory()  # in every implementation, as `pyrovae evaluate` does
     data, model, guide = _setup(args)
-    test = data.split("test")[torch.randperm(10_000, generator=torch.Generator().manual_seed(0))[: args.ll_images]]
+    images = args.per_datapoint_images if implementation == "per-datapoint" else args.ll_images
+    test = data.split("test")[torch.randperm(10_000, generator=torch.Generator().manual_seed(0))[:images]]
     start = time.perf_counter()
     with torch.no_grad():
         if implementation == "pyrovae":
-            estimates = [log_likelihood(model, guide, x, num_samples=5000, chunk_size=250)[0] for x in test.split(100)]
-        elif implementation == "plain":
-            estimates = [_plain_log_likelihood(model, guide, x) for x in test.split(100)]
+            estimates = [log_likelihood(model, guide, x, num_samples=5000)[0] for x in test.split(100)]
+        elif implementation == "plain":  # the chunks log_likelihood chose
+            chunk = auto_chunk_size((test[:100],), 5000)
+            estimates = [_plain_log_likelihood(model, guide, x, chunk=chunk) for x in test.split(100)]
         else:  # one datapoint at a time
-            estimates = [_plain_log_likelihood(model, guide, x) for x in test.split(1)]
+            estimates = [_plain_log_likelihood(model, guide, x, chunk=1000) for x in test.split(1)]
     _sync(args.device)
-    return {"seconds": time.perf_counter() - start, "log_likelihood": torch.cat(estimates).mean().item()}
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "images": images, "log_likelihood": torch.cat(estimates).mean().item()}
 
 
-def _plain_log_likelihood(model, guide, x: torch.Tensor, k: int = 5000, chunk: int = 250) -> torch.Tensor:
-    log_w = torch.cat([-_plain_loss_parts(model, guide, x, chunk) for _ in range(k // chunk)])  # (k, B)
-    return torch.logsumexp(log_w, 0) - math.log(k)
+def _plain_log_likelihood(model, guide, x: torch.Tensor, *, k: int = 5000, chunk: int) -> torch.Tensor:
+    """Streaming log-mean-exp over chunks of particles, as log_likelihood does."""
+    log_sum = None
+    for start in range(0, k, chunk):
+        chunk_sum = torch.logsumexp(-_plain_loss_parts(model, guide, x, min(chunk, k - start)), 0)  # (B,)
+        log_sum = chunk_sum if log_sum is None else torch.logaddexp(log_sum, chunk_sum)
+    return log_sum - math.log(k)
 
 
 def _plain_loss_parts(model, guide, x: torch.Tensor, k: int) -> torch.Tensor:
@@ -148,12 +193,37 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def spawn(args: argparse.Namespace, spec: str) -> dict:
-    options = {"--data-dir": args.data_dir, "--device": args.device, "--batch-size": args.batch_size,
-               "--steps": args.steps, "--warmup": args.warmup, "--ll-images": args.ll_images}  # fmt: skip
+def spawn(args: argparse.Namespace, spec: str, batch_size: int = 100) -> dict:
+    options = {"--data-dir": args.data_dir, "--device": args.device, "--batch-size": batch_size,
+               "--epochs": args.epochs, "--train-images": args.train_images, "--ll-images": args.ll_images,
+               "--per-datapoint-images": args.per_datapoint_images}  # fmt: skip
     command = [sys.executable, __file__, "--child", spec, *(str(v) for kv in options.items() for v in kv)]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def training_rows(args: argparse.Namespace, batch_size: int) -> list[dict]:
+    """One row per objective: median examples/s over interleaved rounds, worst peak memory."""
+    rows = []
+    for name in TRAINING:
+        runs = {impl: [] for impl in IMPLEMENTATIONS}
+        for _ in range(args.repeats):  # interleaved, so that a slow spell of the machine hits all three
+            for impl in IMPLEMENTATIONS:
+                runs[impl].append(spawn(args, f"train|{name}|{impl}", batch_size))
+        speed = {impl: statistics.median(r["examples_per_s"] for r in runs[impl]) for impl in IMPLEMENTATIONS}
+        memory = "peak_gpu_mb" if args.device == "cuda" else "peak_rss_mb"
+        rows.append({
+            "configuration": f"train {name}, batch {batch_size}",
+            "pyrovae examples/s": speed["pyrovae"],
+            "plain examples/s": speed["plain"],
+            "plain tuned examples/s": speed["plain tuned"],
+            "ratio to plain": speed["pyrovae"] / speed["plain"],
+            "ratio to plain tuned": speed["pyrovae"] / speed["plain tuned"],
+            "pyrovae examples/s, each round": ", ".join(f"{r['examples_per_s']:.0f}" for r in runs["pyrovae"]),
+            "peak memory MB (pyrovae / plain)": "{:.0f} / {:.0f}".format(
+                max(r[memory] for r in runs["pyrovae"]), max(r[memory] for r in runs["plain"])),
+        })  # fmt: skip
+    return rows
 
 
 def startup_seconds() -> float:
@@ -169,43 +239,52 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/data/binarized_mnist")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per training configuration")
-    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--batch-sizes", default="100", help="comma-separated training batch sizes")
+    parser.add_argument("--batch-size", type=int, default=100, help=argparse.SUPPRESS)  # one child's
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs per process; the first is a warm-up")
+    parser.add_argument("--train-images", type=int, default=10_000, help="seeded subset of the training split")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per training configuration")
     parser.add_argument("--ll-images", type=int, default=10_000, help="test images for the k = 5000 estimate")
+    parser.add_argument("--per-datapoint-images", type=int, default=1_000, help="test images, one at a time")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
 
-    rows = []
-    for name in TRAINING:
-        ours, plain = spawn(args, f"train|{name}|pyrovae"), spawn(args, f"train|{name}|plain")
-        rows.append({
-            "configuration": f"train {name}, batch {args.batch_size}",
-            "pyrovae examples/s": ours["examples_per_s"], "plain PyTorch examples/s": plain["examples_per_s"],
-            "ratio": ours["examples_per_s"] / plain["examples_per_s"],
-            "pyrovae peak RSS MB": ours["peak_rss_mb"], "plain peak RSS MB": plain["peak_rss_mb"],
-        })  # fmt: skip
+    memory = "peak GPU MB" if args.device == "cuda" else "peak RSS MB"
+    rows = [row for b in map(int, args.batch_sizes.split(",")) for row in training_rows(args, b)]
     ll = {impl: spawn(args, f"ll||{impl}") for impl in ("pyrovae", "plain", "per-datapoint")}
     ll_table = pd.DataFrame(
-        [{"implementation": impl, "seconds": r["seconds"], "images/s": args.ll_images / r["seconds"],
-          "mean log p(x) estimate": r["log_likelihood"], "peak RSS MB": r["peak_rss_mb"]} for impl, r in ll.items()]
+        [{"implementation": impl, "images": r["images"], "seconds": r["seconds"],
+          "images/s": r["images"] / r["seconds"], "mean log p(x) estimate": r["log_likelihood"],
+          memory: r["peak_gpu_mb" if args.device == "cuda" else "peak_rss_mb"]} for impl, r in ll.items()]
     ).round(2)  # fmt: skip
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.machine()} CPU"
     report = f"""# Speed: pyrovae against plain PyTorch
 
-- machine: {platform.machine()} CPU, {torch.get_num_threads()} torch threads, device `{args.device}`
+- machine: {device}, {torch.get_num_threads()} torch threads, device `{args.device}`, torch {torch.__version__}
 - date: {datetime.date.today()}
-- command: `python benchmarks/speed.py --data-dir {args.data_dir} --device {args.device} --steps {args.steps} \
---ll-images {args.ll_images}`
-- architecture: 784-400-400-50 ReLU MLPs, Bernoulli decoder, Adam lr 1e-3, static binarized MNIST on the device;
-  {args.steps} timed steps after {args.warmup} warm-up steps per configuration, each in its own process
+- command: `python benchmarks/speed.py --data-dir {args.data_dir} --device {args.device} --batch-sizes \
+{args.batch_sizes} --epochs {args.epochs} --train-images {args.train_images} --repeats {args.repeats} \
+--ll-images {args.ll_images} --per-datapoint-images {args.per_datapoint_images}`
+- architecture: 784-400-400-50 ReLU MLPs, Bernoulli decoder, Adam lr 1e-3, static binarized MNIST on the device
+- training: `pyrovae train`'s epoch loop (with the malloc settings the `pyrovae` command makes) against a
+  plain PyTorch epoch: *plain* uses `torch.optim.Adam`'s defaults in a process as Python starts it; *plain
+  tuned* uses `Adam(fused=True)`, pyrovae's vectorized Bernoulli log-density and its malloc settings, the
+  fastest plain loop we know how to write (so that *ratio to plain tuned* is the cost of Pyro itself).
+  {args.train_images:,} training images, {args.epochs} epochs per process of which the first is a warm-up;
+  median examples/s over {args.repeats} interleaved rounds, one process each
 
 ## Training throughput
 
 {pd.DataFrame(rows).round(2).to_markdown(index=False)}
 
-## log p(x) with k = 5000 on {args.ll_images:,} test images (untrained networks; same estimator)
+## log p(x) with k = 5000 (untrained networks; the same estimator, on a seeded random subset of the test set)
+
+pyrovae: `log_likelihood` on batches of 100 with its automatic chunks; plain: the same chunks
+(all three with pyrovae's malloc settings);
+per-datapoint: one image at a time, 1,000 particles per pass (on the first {args.per_datapoint_images:,} images
+of the same subset).
 
 {ll_table.to_markdown(index=False)}
 

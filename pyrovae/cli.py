@@ -16,6 +16,7 @@ readable line on stderr, ``pyrovae: error: ...``, and an exit status:
 from __future__ import annotations
 
 import argparse
+import ctypes
 import sys
 from collections.abc import Sequence
 
@@ -121,7 +122,12 @@ def _parser(*, unset: Sequence[str] = ()) -> argparse.ArgumentParser:
     evaluate.add_argument("--k", type=_int_list, default="1,5,50,5000", help="particle counts; 1 is the ELBO")
     evaluate.add_argument("--split", default="test", help="data split")
     evaluate.add_argument("--limit", type=int, default=None, help="a seeded random subset of this many datapoints")
-    evaluate.add_argument("--chunk-size", type=int, default=250, help="particles per vectorized pass (memory)")
+    evaluate.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="particles per vectorized pass (memory); default: about 2048 particle-datapoint rows per pass on a CPU",
+    )
     evaluate.add_argument("--batch-size", type=int, default=100, help="datapoints per pass")
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda")
 
@@ -214,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.given = {k for k, v in vars(marked).items() if v is not UNSET} - {"command"}
     from pyrovae.runs import RunError, RunInterrupted
 
+    keep_freed_memory()
     try:
         {"train": _train, "evaluate": _evaluate, "sample": _sample, "plot": _plot}[args.command](args)
     except ValueError as e:  # pyrovae's UsageError, DataError, CheckpointError, and bad values met later
@@ -225,6 +232,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # before training started, or a second Ctrl-C
         return _fail("interrupted", 130, "stopped")
     return 0
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse rather than give it back to the system.
+
+    Every training step allocates and frees the same activation buffers (up to
+    tens of MB with many particles); by default glibc returns such blocks to the
+    system (unmap, trim), and the next step pays a page fault per 4 KiB page. With
+    the thresholds raised, those steps reuse warm memory (``benchmarks/results/speed.md``
+    measures the difference); the price is that the process keeps its peak heap.
+    A no-op where the C library is not glibc.
+
+    :returns: whether both settings were applied.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    # 32 MiB is the largest mmap threshold glibc accepts on 64-bit; trim only above 1 GiB of free heap
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def _fail(message: object, status: int, kind: str = "error") -> int:

@@ -354,7 +354,7 @@ def evaluate_run(
     ks: Sequence[int] = (1, 5, 50, 5000),
     split: str = "test",
     limit: int | None = None,
-    chunk_size: int = 250,
+    chunk_size: int | None = None,
     batch_size: int = 100,
     device: str = "auto",
 ) -> tuple[pd.DataFrame | None, dict[str, int]]:

@@ -119,7 +119,9 @@ def check_evaluate(args: argparse.Namespace) -> None:
     """``pyrovae evaluate``: the run directory, the device and the sizes."""
     check_run_dir(args.run_dir)
     check_device(args.device)
-    _positive_int(chunk_size=args.chunk_size, batch_size=args.batch_size)
+    _positive_int(batch_size=args.batch_size)
+    if args.chunk_size is not None:
+        _positive_int(chunk_size=args.chunk_size)
     if args.limit is not None:
         _positive_int(limit=args.limit)
 

@@ -98,6 +98,18 @@ def test_chunks_bound_memory_whatever_the_number_of_samples():
     assert len(spy.shapes) == 125 and set(spy.shapes) == {(40, 3)}
 
 
+@pytest.mark.parametrize(("batch", "num_samples", "passes"), [(3, 5000, 8), (100, 5000, 250), (4096, 10, 10)])
+def test_automatic_chunks_hold_about_rows_per_pass(batch: int, num_samples: int, passes: int):
+    lg = LinearGaussian()
+    spy = ObservedShapes()
+    x = lg.sample_x(batch)
+    estimate, _ = log_likelihood(spy(lg.model), lg.exact_guide, x, num_samples=num_samples)
+    assert bounds.ROWS_PER_PASS["cpu"] == 2048
+    assert len(spy.shapes) == passes  # ceil(num_samples / max(1, 2048 // batch)) passes
+    assert max(k * b for k, b in spy.shapes) <= max(2048, batch)
+    assert torch.allclose(estimate, lg.log_px(x), atol=1e-4)  # the exact guide: every chunking gives log p(x)
+
+
 def test_normal_sanity_of_the_linear_gaussian_reference():
     lg = LinearGaussian(data_dim=2, latent_dim=1)
     x = lg.sample_x(1)

@@ -5,10 +5,13 @@ import pyro
 import pytest
 import torch
 from pyro.distributions.kl import kl_divergence
+from pyro.infer import SVI
 
 from pyrovae.data import Dataset
 from pyrovae.inference import Diverged, TrainConfig, Trainer
 from pyrovae.inference.diagnostics import PosteriorCollapseWarning
+from pyrovae.inference.objectives import make_objective
+from pyrovae.inference.training import load_params
 from pyrovae.primitives import data_plate
 
 from conftest import binary_images, make_vae
@@ -32,6 +35,28 @@ def test_epoch_records_every_metric_and_learns(small_data: Dataset, objective: s
         assert r["train_elbo"] == pytest.approx(r["reconstruction"] - r["kl"])
         assert r["seconds"] > 0 and r["beta"] == 1.0 and math.isfinite(r["test_elbo"])
     assert rows[-1]["train_elbo"] > rows[0]["train_elbo"] + 1.0
+
+
+@pytest.mark.parametrize("objective, particles", [("elbo", 1), ("mf-elbo", 3), ("iwae", 5)])
+def test_trainer_steps_are_pyro_svi_steps(objective: str, particles: int):
+    # the trainer's one fused Adam against Pyro's SVI with its Adam per parameter: same seed, float64
+    x = torch.as_tensor(binary_images(64, dim=12), dtype=torch.float64)
+    data = Dataset("tiny", {"train": x[:48], "test": x[48:]})
+    model, guide = (m.double() for m in make_vae(data_dim=12, latent_dim=2, hidden=(16,)))
+    config = TrainConfig(batch_size=16, lr=1e-2, objective=objective, particles=particles)
+    trainer = Trainer(model, guide, data, config, progress=False)
+    initial = {name: p.detach().clone() for name, p in trainer.params.items()}
+    pyro.set_rng_seed(1)
+    losses = [trainer.step(x[i : i + 16], 1.0).item() for i in (0, 16, 32)]
+    trained = {name: p.detach().clone() for name, p in trainer.params.items()}
+
+    load_params(initial)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), make_objective(objective, num_particles=particles))
+    pyro.set_rng_seed(1)
+    svi_losses = [svi.step(x[i : i + 16], beta=1.0, num_data=48) for i in (0, 16, 32)]
+    assert losses == pytest.approx(svi_losses, rel=1e-12)
+    for name, p in pyro.get_param_store().named_parameters():
+        assert not torch.equal(p, initial[name]) and torch.allclose(p, trained[name], rtol=0, atol=1e-12), name
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.25])

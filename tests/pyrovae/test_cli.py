@@ -1,4 +1,5 @@
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,15 @@ def test_help_lists_the_commands_and_imports_no_torch():
     with pytest.raises(SystemExit) as e:
         cli.main(["--help"])
     assert e.value.code == 0
+
+
+def test_every_command_sets_malloc_before_it_runs(monkeypatch, tmp_path: Path, capsys):
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("set") or True)
+    assert cli.main(["evaluate", str(tmp_path / "missing")]) == 2  # the command itself fails at once
+    assert calls == ["set"]
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_glibc_accepts_the_malloc_settings():
+    assert cli.keep_freed_memory()  # mallopt returns 0 for an out-of-range value (an mmap threshold over 32 MiB)
