@@ -5,8 +5,9 @@
 Trains ``--model ae`` and ``--model vae`` of the same size (784-400-400-2 ReLU,
 Bernoulli decoder, 30 epochs of mnist-5k) through ``pyrovae train``, then draws
 for each the decoded prior samples (``pyrovae sample``: z ~ N(0, I) through the
-decoder) and the 2-D latent map of the test digits (``pyrovae plot --kind
-latent-map``). Writes ``benchmarks/results/ae_vs_vae.png`` and ``ae_vs_vae.md``.
+decoder) and the 2-D latent map of the test digits (the ``latent-map`` figure of
+``pyrovae plot``, drawn through :func:`pyrovae.figures.plot_run` with the prior's
+1- and 2-sigma circles). Writes ``benchmarks/results/ae_vs_vae.png`` and ``ae_vs_vae.md``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pyrovae.figures import PlotOptions, plot_run
 from pyrovae.plots import new_figure, save_figure
 
 RESULTS = Path(__file__).parent / "results"
@@ -55,17 +57,18 @@ def main() -> None:
             ]
         )
         run(["pyrovae", "sample", str(out), "--n", "64", "--out", str(out / "prior_samples.png")])
-        run(["pyrovae", "plot", str(out), "--kind", "latent-map", "--out", str(out / "latent_map.png")])
+        print(f"$ pyrovae plot {out} --kind latent-map (with the prior's 1- and 2-sigma circles)", flush=True)
+        plot_run(out, "latent-map", out=out / "latent_map.png", options=PlotOptions(prior_contours=True))
         panels.append((model, out))
 
     fig = new_figure(12, 11)
     axes = fig.subplots(2, 2)
     for row, (model, out) in enumerate(panels):
-        label = {"ae": "deterministic autoencoder", "vae": "VAE"}[model]
+        label, codes = {"ae": ("deterministic autoencoder", "codes f(x)"), "vae": ("VAE", "posterior means")}[model]
         for ax, name, title in zip(
             axes[row],
             ("prior_samples.png", "latent_map.png"),
-            ("decoded z ~ N(0, I)", "latent map of the test digits"),
+            ("decoded z ~ N(0, I)", f"{codes} of the test digits"),
             strict=True,
         ):
             with Image.open(out / name) as image:
@@ -86,7 +89,8 @@ def main() -> None:
 ![ae vs vae](ae_vs_vae.png)
 
 Nothing ties the autoencoder's codes to N(0, I): reconstruction alone placed them over a range many
-times the prior's (see the axes of its latent map), so prior draws land only in the crowded centre
+times the prior's (compare its latent map with the prior's 1- and 2-sigma circles drawn on it, which
+hold 39% and 86% of the draws), so prior draws land only in the crowded centre
 and decode to blends of the few classes coded there, while classes coded far out never appear. The
 VAE's KL term pulls the codes onto the prior, so the same draws decode to digits of every region.
 (Reading of the committed run; look at the figure after re-running.)

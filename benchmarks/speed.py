@@ -139,7 +139,7 @@ def measure_log_likelihood(args: argparse.Namespace, implementation: str) -> dic
 
     keep_freed_memory()  # in every implementation, as `pyrovae evaluate` does
     data, model, guide = _setup(args)
-    images = args.per_datapoint_images if implementation == "per-datapoint" else args.ll_images
+    images = {"pyrovae": args.ll_images, "plain": args.plain_ll_images}.get(implementation, args.per_datapoint_images)
     test = data.split("test")[torch.randperm(10_000, generator=torch.Generator().manual_seed(0))[:images]]
     start = time.perf_counter()
     with torch.no_grad():
@@ -196,6 +196,7 @@ def child(args: argparse.Namespace) -> None:
 def spawn(args: argparse.Namespace, spec: str, batch_size: int = 100) -> dict:
     options = {"--data-dir": args.data_dir, "--device": args.device, "--batch-size": batch_size,
                "--epochs": args.epochs, "--train-images": args.train_images, "--ll-images": args.ll_images,
+               "--plain-ll-images": args.plain_ll_images,
                "--per-datapoint-images": args.per_datapoint_images}  # fmt: skip
     command = [sys.executable, __file__, "--child", spec, *(str(v) for kv in options.items() for v in kv)]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -245,7 +246,8 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=10_000, help="seeded subset of the training split")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per training configuration")
     parser.add_argument("--ll-images", type=int, default=10_000, help="test images for the k = 5000 estimate")
-    parser.add_argument("--per-datapoint-images", type=int, default=1_000, help="test images, one at a time")
+    parser.add_argument("--plain-ll-images", type=int, default=2_000, help="of those, for the plain loop")
+    parser.add_argument("--per-datapoint-images", type=int, default=1_000, help="of those, one at a time")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -266,7 +268,8 @@ def main() -> None:
 - date: {datetime.date.today()}
 - command: `python benchmarks/speed.py --data-dir {args.data_dir} --device {args.device} --batch-sizes \
 {args.batch_sizes} --epochs {args.epochs} --train-images {args.train_images} --repeats {args.repeats} \
---ll-images {args.ll_images} --per-datapoint-images {args.per_datapoint_images}`
+--ll-images {args.ll_images} --plain-ll-images {args.plain_ll_images} \
+--per-datapoint-images {args.per_datapoint_images}`
 - architecture: 784-400-400-50 ReLU MLPs, Bernoulli decoder, Adam lr 1e-3, static binarized MNIST on the device
 - training: `pyrovae train`'s epoch loop (with the malloc settings the `pyrovae` command makes) against a
   plain PyTorch epoch: *plain* uses `torch.optim.Adam`'s defaults in a process as Python starts it; *plain
@@ -281,10 +284,10 @@ def main() -> None:
 
 ## log p(x) with k = 5000 (untrained networks; the same estimator, on a seeded random subset of the test set)
 
-pyrovae: `log_likelihood` on batches of 100 with its automatic chunks; plain: the same chunks
-(all three with pyrovae's malloc settings);
-per-datapoint: one image at a time, 1,000 particles per pass (on the first {args.per_datapoint_images:,} images
-of the same subset).
+pyrovae: `log_likelihood` on batches of 100 with its automatic chunks, on {args.ll_images:,} test images;
+plain: the same chunks, on the first {args.plain_ll_images:,} of them; per-datapoint: one image at a time,
+1,000 particles per pass, on the first {args.per_datapoint_images:,} (all three with pyrovae's malloc settings).
+Compare images/s.
 
 {ll_table.to_markdown(index=False)}
 

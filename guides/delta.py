@@ -15,6 +15,8 @@ Features with Denoising Autoencoders", ICML 2008.
 
 from __future__ import annotations
 
+import math
+
 import pyro.distributions as dist
 import torch
 from torch import nn
@@ -33,13 +35,16 @@ class Corruption(nn.Module):
 
     def __init__(self, spec: str = "none") -> None:
         super().__init__()
+        if not isinstance(spec, str):
+            raise ValueError(f"bad corruption {spec!r}; use one of {', '.join(CORRUPTIONS)} (a string)")
         kind, _, value = spec.partition(":")
         try:
             level = float(value) if value else None
         except ValueError:
             level = None
         valid = (kind == "none" and not value) or (
-            level is not None and ((kind == "mask" and 0 <= level < 1) or (kind == "gaussian" and level >= 0))
+            level is not None
+            and ((kind == "mask" and 0 <= level < 1) or (kind == "gaussian" and 0 <= level < math.inf))
         )
         if not valid:
             raise ValueError(f"bad corruption {spec!r}; use one of {', '.join(CORRUPTIONS)}")

@@ -24,6 +24,7 @@ class NormalGuide(AmortizedGuide):
 
     @property
     def encoder(self) -> nn.Module:
+        """The network x -> (loc, scale)."""
         return self.conditionals["encoder"].encoder
 
     def posterior(self, x: torch.Tensor) -> dist.Distribution:

@@ -8,6 +8,7 @@ from pyrovae.inference.iwae import IWAE
 from pyrovae.inference.log_weights import elbo_terms, log_weights
 from pyrovae.inference.objectives import OBJECTIVES, make_objective
 from pyrovae.inference.renyi import RenyiBound
+from pyrovae.inference.trace_elbo import TraceELBO, TraceMeanFieldELBO
 from pyrovae.inference.training import Diverged, TrainConfig, Trainer
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "OBJECTIVES",
     "Diverged",
     "RenyiBound",
+    "TraceELBO",
+    "TraceMeanFieldELBO",
     "TrainConfig",
     "Trainer",
     "active_units",

@@ -18,6 +18,8 @@ SCHEDULES = ("constant", "linear:STEPS", "cyclical:PERIOD[:RATIO]")
 
 @dataclass(frozen=True)
 class Constant:
+    """beta at every step."""
+
     beta: float
 
     def __call__(self, step: int) -> float:
@@ -26,6 +28,8 @@ class Constant:
 
 @dataclass(frozen=True)
 class LinearWarmup:
+    """beta rising linearly from 0 over ``steps`` steps, then constant (Bowman et al., 2016)."""
+
     beta: float
     steps: int  # beta reaches its final value after this many steps
 
@@ -35,6 +39,8 @@ class LinearWarmup:
 
 @dataclass(frozen=True)
 class Cyclical:
+    """beta rising from 0 over the first ``ratio`` of every ``period`` steps, then constant (Fu et al., 2019)."""
+
     beta: float
     period: int  # steps per cycle
     ratio: float = 0.5  # fraction of each cycle spent rising from 0 to beta

@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterable
 
 import torch
 from pyro import poutine
-from pyro.distributions import Distribution, Independent
+from pyro.distributions import Delta, Distribution, Independent
 from pyro.distributions.kl import kl_divergence
 from pyro.poutine.util import site_is_subsample
 
 from pyrovae.data import batch_args
+from pyrovae.inference.log_weights import vectorized
 
 ACTIVE_THRESHOLD = 0.01
 COLLAPSE_KL = 0.01  # nats per datapoint for the whole latent: below it, q(z | x) is the prior
@@ -35,20 +36,52 @@ def _is_latent(site: dict) -> bool:
 
 @torch.no_grad()
 def posterior_means(
-    guide: Callable, batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...]], **kwargs
+    guide: Callable,
+    batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...]],
+    *,
+    num_samples: int = 100,
+    **kwargs,
 ) -> dict[str, torch.Tensor]:
     """E_q[z | x] for every latent site of ``guide``, stacked over the data: ``{site: (N, D)}``.
 
-    For a site whose distribution depends on a sampled upstream latent (a
-    hierarchical guide), this is a one-sample estimate of its mean.
+    In a guide with several latent sites, a site's distribution may depend on a
+    sampled upstream latent (q(z_2 | z_1) of a hierarchical guide); its mean is then
+    E_q(z_1 | x)[E_q[z_2 | z_1]], averaged over ``num_samples`` vectorized draws of the
+    upstream latents (one draw would add its noise to Cov_x and inflate the active units).
     """
     means: dict[str, list[torch.Tensor]] = {}
     for batch in batches:
         x, *inputs = batch_args(batch)
-        for site in poutine.trace(guide).get_trace(x, *inputs, **kwargs).nodes.values():
-            if _is_latent(site):
-                means.setdefault(site["name"], []).append(site["fn"].mean.reshape(x.shape[0], -1))
+        sites = [s for s in poutine.trace(guide).get_trace(x, *inputs, **kwargs).nodes.values() if _is_latent(s)]
+        if len(sites) > 1:  # (num_samples, batch, ...) means, averaged over the upstream draws
+            trace = poutine.trace(vectorized(guide, num_samples)).get_trace(x, *inputs, **kwargs)
+            sites = [s for s in trace.nodes.values() if _is_latent(s)]
+        for site in sites:
+            mean = site["fn"].mean
+            mean = mean.mean(0) if len(sites) > 1 else mean
+            means.setdefault(site["name"], []).append(mean.reshape(x.shape[0], -1))
     return {name: torch.cat(chunks) for name, chunks in means.items()}
+
+
+@torch.no_grad()
+def stochastic_latents(guide: Callable, *args, **kwargs) -> list[str]:
+    """The latent sites of ``guide`` (run on ``args``) that posterior collapse can apply to.
+
+    A site counts unless it is a point mass (a ``Delta``, under any ``Independent``)
+    or masked out of the objective altogether: an autoencoder's code z = f(x) has
+    no spread and no KL, so "collapse onto the prior" means nothing for it. An
+    empty list means the collapse diagnosis (:func:`collapse_message`) does not apply.
+    """
+    return [
+        name
+        for name, site in poutine.trace(guide).get_trace(*args, **kwargs).nodes.items()
+        if _is_latent(site) and not isinstance(factors(site["fn"]), Delta) and _in_objective(site["mask"])
+    ]
+
+
+def _in_objective(mask: bool | torch.Tensor | None) -> bool:
+    """Whether a site with this ``mask`` contributes anything to the objective."""
+    return mask is None or (bool(mask.any()) if isinstance(mask, torch.Tensor) else bool(mask))
 
 
 def unit_activity(means: torch.Tensor) -> torch.Tensor:

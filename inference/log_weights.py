@@ -77,17 +77,22 @@ def sample_sites(trace: Trace) -> list[dict]:
     return [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
 
 
+def site_weight(site: dict, log_p: torch.Tensor | float = 1.0) -> torch.Tensor | float:
+    """``log_p`` times the site's scale and mask (beta, ``poutine.mask``), without the plate's N / B."""
+    frame = _data_frame(site)
+    scale = site["scale"]
+    if frame.full_size is not None and frame.full_size != frame.size:
+        scale = scale / (frame.full_size / frame.size)  # undo the plate's N / B
+    return scale_and_mask(log_p, scale, site["mask"])
+
+
 def site_log_prob(site: dict, value: torch.Tensor | None = None) -> torch.Tensor:
     """A site's log-density per particle and datapoint, without the plate subsample scale.
 
     :param value: evaluate at this value instead of the site's own (same shape).
     """
-    frame = _data_frame(site)
-    scale = site["scale"]
-    if frame.full_size is not None and frame.full_size != frame.size:
-        scale = scale / (frame.full_size / frame.size)  # undo the plate's N / B
     log_p = site["fn"].log_prob(site["value"] if value is None else value)  # (num_particles, batch)
-    return scale_and_mask(log_p, scale, site["mask"])
+    return site_weight(site, log_p)
 
 
 def traced_log_weights(traces: ParticleTraces) -> torch.Tensor:

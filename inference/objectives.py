@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO
 
 from pyrovae.inference.iwae import IWAE
 from pyrovae.inference.renyi import RenyiBound
+from pyrovae.inference.trace_elbo import TraceELBO, TraceMeanFieldELBO
 
 OBJECTIVES = ("elbo", "mf-elbo", "iwae", "renyi")
 
@@ -20,8 +21,9 @@ def make_objective(
 ) -> ELBO:
     """Build the objective ``name`` with vectorized particles.
 
-    :param name: ``"elbo"`` (``Trace_ELBO``: Monte-Carlo KL), ``"mf-elbo"``
-        (``TraceMeanField_ELBO``: analytic KL where Pyro knows it), ``"iwae"``
+    :param name: ``"elbo"`` (:class:`~pyrovae.inference.trace_elbo.TraceELBO`, Pyro's
+        ``Trace_ELBO``: Monte-Carlo KL), ``"mf-elbo"`` (:class:`~pyrovae.inference.trace_elbo.TraceMeanFieldELBO`,
+        Pyro's ``TraceMeanField_ELBO``: analytic KL where Pyro knows it), ``"iwae"``
         (:class:`~pyrovae.inference.iwae.IWAE`, L_k with k = ``num_particles``) or
         ``"renyi"`` (:class:`~pyrovae.inference.renyi.RenyiBound` of order ``alpha``).
     :param num_particles: samples of z per datapoint, drawn in one vectorized pass.
@@ -37,9 +39,9 @@ def make_objective(
         max_plate_nesting=max_plate_nesting,
     )
     if name == "elbo":
-        return Trace_ELBO(**options)
+        return TraceELBO(**options)
     if name == "mf-elbo":
-        return TraceMeanField_ELBO(**options)
+        return TraceMeanFieldELBO(**options)
     if name == "iwae":
         return IWAE(num_particles, gradient=iwae_gradient, max_plate_nesting=max_plate_nesting)
     if name == "renyi":

@@ -82,6 +82,7 @@ class RenyiBound(ELBO):
             return -scale * per_datapoint.sum().item()
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
+        """Back-propagate :meth:`differentiable_loss` and return its value (for ``SVI.step``)."""
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward()
         return loss.item()

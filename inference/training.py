@@ -5,10 +5,10 @@ optionally clip the gradient norm, step the optimizer over the param store) with
 two differences. The parameters are collected once, when the trainer is built,
 and stepped by one (fused where available) Adam instead of Pyro's one optimizer
 per parameter; gradients are dropped rather than zero-filled. And the loss stays
-a tensor: the loop itself never
-moves a number to the host during an epoch, except every ``log_every`` steps,
-when the progress bar is refreshed and the losses since the last refresh are
-checked for NaN and infinity.
+a tensor: neither the objectives (:mod:`.trace_elbo`, :mod:`.iwae`, :mod:`.renyi`)
+nor the loop move a number to the host during an epoch, except every
+``log_every`` steps, when the progress bar is refreshed and the losses since
+the last refresh are checked for NaN and infinity.
 
 References: R. Pascanu, T. Mikolov, Y. Bengio, "On the difficulty of training recurrent
 neural networks", ICML 2013 (gradient-norm clipping).
@@ -32,7 +32,13 @@ from tqdm.auto import tqdm
 
 from pyrovae.data import Dataset, batch_args
 from pyrovae.inference.annealing import parse_schedule
-from pyrovae.inference.diagnostics import PosteriorCollapseWarning, active_units, collapse_message, kl_per_dim
+from pyrovae.inference.diagnostics import (
+    PosteriorCollapseWarning,
+    active_units,
+    collapse_message,
+    kl_per_dim,
+    stochastic_latents,
+)
 from pyrovae.inference.evaluation import evaluate_elbo
 from pyrovae.inference.log_weights import elbo_terms
 from pyrovae.inference.objectives import make_objective
@@ -89,7 +95,8 @@ class Trainer:
     ``active_units`` (all latent sites, on the test split) and ``kl_per_dim``
     (``{site: [KL per dimension]}`` on the test split, not a ``METRICS`` column).
     An epoch at which the posterior collapses onto the prior, after one at which
-    it had not, raises a :class:`PosteriorCollapseWarning`.
+    it had not, raises a :class:`PosteriorCollapseWarning` (never for a guide
+    whose latents are all point masses: an autoencoder has no posterior).
 
     Parameters live in Pyro's param store; clear it before building a new model.
     """
@@ -103,7 +110,7 @@ class Trainer:
         *,
         progress: bool = True,
         labels: bool = False,
-    ):
+    ) -> None:
         self.model, self.guide, self.data, self.config = model, guide, data, config
         self.progress, self.labels = progress, labels
         self.objective = make_objective(
@@ -111,6 +118,8 @@ class Trainer:
         )
         first = batch_args(next(data.eval_batches("train", 2, labels=labels)))
         self.params = register_params(model, guide, *first)  # name -> tensor
+        with torch.random.fork_rng(devices=[data.device] if data.device.type == "cuda" else []):
+            self.can_collapse = bool(stochastic_latents(guide, *first))  # False for point-mass (autoencoder) guides
         self.optimizer = _adam(list(self.params.values()), config.lr)
         self.schedule = parse_schedule(config.kl_anneal, config.beta)
         self.num_data = data.split("train").shape[0]
@@ -188,7 +197,9 @@ class Trainer:
             }
 
     def _warn_on_collapse(self) -> None:
-        """Warn once when the posterior collapses (not again while it stays collapsed)."""
+        """Warn once when the posterior collapses (not again while it stays collapsed); never for point masses."""
+        if not self.can_collapse:
+            return
         collapsed = [_collapse_message(row) for row in self.history[-2:]]
         if collapsed[-1] and not (len(collapsed) == 2 and collapsed[0]):
             warnings.warn(f"epoch {self.epoch}: {collapsed[-1]}", PosteriorCollapseWarning, stacklevel=3)

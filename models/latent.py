@@ -54,14 +54,17 @@ class LatentModel(LatentGraph):
 
     @property
     def latents(self) -> tuple[Node, ...]:
+        """The latent nodes, in sampling order."""
         return self.nodes[:-1]
 
     @property
     def observation(self) -> Node:
+        """The node of x."""
         return self.nodes[-1]
 
     @property
     def observation_likelihood(self) -> Likelihood:
+        """The family of p(x | parents)."""
         return self.conditionals[self.observation.module].likelihood
 
     def forward(

@@ -60,6 +60,7 @@ class Bernoulli(dist.Bernoulli):
     """Pyro's ``Bernoulli`` with a faster ``log_prob`` (the same values and gradients)."""
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """x l - softplus(l) elementwise, by :class:`_BernoulliLogProb`."""
         if self._validate_args:
             self._validate_sample(value)
         return _BernoulliLogProb.apply(*broadcast_all(self.logits, value))

@@ -40,6 +40,7 @@ class VAE(LatentModel):
 
     @property
     def decoder(self) -> nn.Module:
+        """The network f of p(x | f(z))."""
         return self.conditionals["decoder"].decoder
 
     @property

@@ -26,10 +26,15 @@ class CheckpointError(ValueError):
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write ``path`` through ``write(file)`` so that readers never see a partial file."""
+    """Write ``path`` through ``write(file)`` so that readers never see a partial file.
+
+    The file gets the mode of any newly created file (0666 less the umask), not
+    the owner-only 0600 of the temporary file it is written through.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -45,7 +50,22 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
         os.close(dir_fd)
 
 
+def _umask() -> int:
+    """The process's umask: from ``/proc`` on Linux, else by setting it and setting it straight back."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically: :func:`atomic_write`."""
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
@@ -61,10 +81,15 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint here (was the run started with this --out?)")
+    fix = (
+        f"restore it from a copy, or start the run over with pyrovae train --out {path.parent} --force "
+        "(and the run's options)"
+    )
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises several types for a damaged file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        problem = " ".join(f"{type(e).__name__}: {e}".split())[:200]  # one line
+        raise CheckpointError(f"{path}: not a readable checkpoint ({problem}); {fix}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a pyrovae checkpoint of format {FORMAT}")
+        raise CheckpointError(f"{path}: not a pyrovae checkpoint of format {FORMAT}; {fix}")
     return state

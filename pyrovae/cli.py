@@ -7,8 +7,9 @@ readable line on stderr, ``pyrovae: error: ...``, and an exit status:
 * 2: bad input (an option out of range, bad data, a missing or damaged
   checkpoint, an existing run directory); checked by :mod:`pyrovae.validate`
   before anything is written;
-* 1: a fault during the run (NaN or infinite loss, a failed write); the last
-  checkpoint is intact;
+* 1: a fault during the run (NaN or infinite loss, a failed write, out of
+  memory) or an unexpected error (a bug: ``PYROVAE_TRACEBACK=1`` shows its
+  traceback); the last checkpoint is intact;
 * 128 + the signal's number (130 for SIGINT, 143 for SIGTERM): training was
   stopped and can be continued with ``--resume``.
 """
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -65,19 +68,51 @@ def _triple(text: str) -> tuple[int, int, int]:
     return a, b, c
 
 
-def _parser(*, unset: Sequence[str] = ()) -> argparse.ArgumentParser:
-    """The command-line parser; ``unset``: ``train`` options that read :data:`UNSET` unless given."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="pyrovae", description="Variational autoencoders on Pyro.", formatter_class=fmt
-    )
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default after its help, unless the help states it already (or there is none to state:
+    a required option, a flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        nothing = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "default:" in help or action.required or nothing:
+            return help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``pyrovae: error: ...``, and exit status 2."""
+
+    hint: str | None = None  # the help to point to (the command's, when the command line names one)
+
+    def error(self, message: str) -> None:  # argparse's hook: must not return
+        message = " ".join(message.split())
+        sys.stderr.write(f"pyrovae: error: {message}; see {self.hint or self.prog} --help\n")
+        sys.exit(2)
+
+
+def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argparse.ArgumentParser:
+    """The command-line parser; ``unset``: ``train`` options that read :data:`UNSET` unless given;
+    ``command``: the command named on the command line, for the hint of the top-level parser's errors."""
+    fmt = _HelpFormatter
+    parser = _Parser(prog="pyrovae", description="Variational autoencoders on Pyro.", formatter_class=fmt)
+    parser.hint = f"pyrovae {command}" if command else None
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a model into a run directory", formatter_class=fmt)
     train.add_argument("--out", required=True, help="run directory to create (or continue with --resume)")
     train.add_argument("--dataset", default="mnist-5k", choices=DATASETS, help="data set")
-    train.add_argument("--data-dir", default=None, help="directory holding the data files")
-    train.add_argument("--epochs", type=int, default=None, help="passes over the training set (default: 50)")
+    train.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory holding the data files (default: none; every data set but mnist-5k needs one)",
+    )
+    train.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="passes over the training set (default: 50; with --resume, the run's: pass a larger N to train on)",
+    )
     train.add_argument("--batch-size", type=int, default=100, help="datapoints per step")
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     train.add_argument("--objective", default="elbo", choices=OBJECTIVES, help="training objective")
@@ -87,7 +122,10 @@ def _parser(*, unset: Sequence[str] = ()) -> argparse.ArgumentParser:
     train.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE)")
     train.add_argument("--kl-anneal", default="constant", help="constant | linear:STEPS | cyclical:PERIOD[:RATIO]")
     train.add_argument(
-        "--clip-norm", type=float, default=None, help="bound on the per-datapoint loss's gradient norm, e.g. 100"
+        "--clip-norm",
+        type=float,
+        default=None,
+        help="bound on the per-datapoint loss's gradient norm, e.g. 100 (default: none, no clipping)",
     )
     train.add_argument("--seed", type=int, default=0, help="random seed")
     train.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -98,21 +136,44 @@ def _parser(*, unset: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--snapshot-epochs",
         type=_int_list,
         default=(),
-        help="epochs after which to save reconstructions_eN.png and samples_eN.png (one fixed Z), e.g. 1,5,10",
+        help="epochs after which to save reconstructions_eN.png and samples_eN.png (one fixed Z), e.g. 1,5,10 "
+        "(default: none)",
     )
-    model = train.add_argument_group("model (options left out take the model's spec values)")
+    model = train.add_argument_group(
+        "model (options left out take the values of the model's spec, models/specs/FAMILY.toml; "
+        "the defaults below are the vae's)"
+    )
     model.add_argument("--model", default=argparse.SUPPRESS, choices=MODELS, help="built-in family (default: vae)")
-    model.add_argument("--spec", default=argparse.SUPPRESS, help="TOML file declaring the model instead of --model")
+    model.add_argument(
+        "--spec", default=argparse.SUPPRESS, help="TOML file declaring the model instead of --model (default: none)"
+    )
     keep = argparse.SUPPRESS  # an override absent from the command line keeps the spec's value
-    model.add_argument("--latent-dim", type=_ints, default=keep, help="latent sizes, e.g. 20, or 100,50 for hvae")
-    model.add_argument("--hidden", type=_int_list, default=keep, help="hidden widths of every network, e.g. 400,400")
-    model.add_argument("--activation", default=keep, choices=ACTIVATIONS, help="hidden activation")
-    model.add_argument("--likelihood", default=keep, choices=LIKELIHOODS, help="p(x | z) (built-ins: bernoulli)")
-    model.add_argument("--obs-scale", type=float, default=keep, help="gaussian: pixel std (default 0.1)")
-    model.add_argument("--min-obs-scale", type=float, default=keep, help="learned-gaussian: std floor (default 0.01)")
-    model.add_argument("--guide", default=keep, choices=("diag", "full"), help="q(z | x): diagonal or full covariance")
-    model.add_argument("--arch", default=keep, choices=("mlp", "conv"), help="networks reading or writing images")
-    model.add_argument("--corruption", default=keep, help="dae input corruption: mask:P | gaussian:SIGMA")
+    model.add_argument(
+        "--latent-dim", type=_ints, default=keep, help="latent sizes, e.g. 20, or 100,50 for hvae (default: 20)"
+    )
+    model.add_argument(
+        "--hidden", type=_int_list, default=keep, help="hidden widths of every network (default: 400,400)"
+    )
+    model.add_argument("--activation", default=keep, choices=ACTIVATIONS, help="hidden activation (default: relu)")
+    model.add_argument(
+        "--likelihood", default=keep, choices=LIKELIHOODS, help="p(x | z) (default: bernoulli, every built-in's)"
+    )
+    model.add_argument("--obs-scale", type=float, default=keep, help="gaussian: pixel std (default: 0.1)")
+    model.add_argument("--min-obs-scale", type=float, default=keep, help="learned-gaussian: std floor (default: 0.01)")
+    model.add_argument(
+        "--guide",
+        default=keep,
+        choices=("diag", "full"),
+        help="q(z | x): diagonal or full covariance (default: diag; the autoencoders' is a point mass)",
+    )
+    model.add_argument(
+        "--arch", default=keep, choices=("mlp", "conv"), help="networks reading or writing images (default: mlp)"
+    )
+    model.add_argument(
+        "--corruption",
+        default=keep,
+        help="dae input corruption: mask:P | gaussian:SIGMA (default: none; the dae's: mask:0.3)",
+    )
     train.set_defaults(**dict.fromkeys(unset, UNSET))
 
     evaluate = commands.add_parser(
@@ -121,12 +182,17 @@ def _parser(*, unset: Sequence[str] = ()) -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", help="run directory")
     evaluate.add_argument("--k", type=_int_list, default="1,5,50,5000", help="particle counts; 1 is the ELBO")
     evaluate.add_argument("--split", default="test", help="data split")
-    evaluate.add_argument("--limit", type=int, default=None, help="a seeded random subset of this many datapoints")
+    evaluate.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="a seeded random subset of this many datapoints (default: the whole split)",
+    )
     evaluate.add_argument(
         "--chunk-size",
         type=int,
         default=None,
-        help="particles per vectorized pass (memory); default: about 2048 particle-datapoint rows per pass on a CPU",
+        help="particles per vectorized pass (memory) (default: about 2048 particle-datapoint rows per pass on a CPU)",
     )
     evaluate.add_argument("--batch-size", type=int, default=100, help="datapoints per pass")
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -135,7 +201,9 @@ def _parser(*, unset: Sequence[str] = ()) -> argparse.ArgumentParser:
     sample.add_argument("run_dir", help="run directory")
     sample.add_argument("--n", type=int, default=64, help="number of samples")
     sample.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/samples.png)")
-    sample.add_argument("--label", type=int, default=None, help="class to generate (cvae; default: 8 of each)")
+    sample.add_argument(
+        "--label", type=int, default=None, help="class to generate, for a cvae (default: 8 of each class)"
+    )
     sample.add_argument("--device", default="auto", help="auto | cpu | cuda")
 
     plot = commands.add_parser("plot", help="a figure of a trained run, as a PNG", formatter_class=fmt)
@@ -144,7 +212,10 @@ def _parser(*, unset: Sequence[str] = ()) -> argparse.ArgumentParser:
     plot.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/KIND.png)")
     plot.add_argument("--temperature", type=float, default=1.0, help="samples: prior spread scale")
     plot.add_argument(
-        "--classes", type=_triple, action="append", help="arithmetic: A,B,C for mean A - mean B + mean C (repeatable)"
+        "--classes",
+        type=_triple,
+        action="append",
+        help="arithmetic: A,B,C for mean A - mean B + mean C (repeatable) (default: 7,1,4 8,0,1 9,4,3 6,0,5)",
     )
     plot.add_argument("--device", default="auto", help="auto | cpu | cuda")
     return parser
@@ -213,17 +284,30 @@ def _plot(args: argparse.Namespace) -> None:
     print(plot_run(args.run_dir, args.kind, out=args.out, options=options))
 
 
+COMMANDS = ("train", "evaluate", "sample", "plot")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run ``pyrovae`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    command = command if command in COMMANDS else None
+    args = _parser(command=command).parse_args(argv)
     if args.command == "train":  # which options were written, to tell what --resume would change
         marked = _parser(unset=sorted(set(vars(args)) - {"command"})).parse_args(argv)
         args.given = {k for k, v in vars(marked).items() if v is not UNSET} - {"command"}
+    import torch
+
+    from pyrovae.checkpoint import CheckpointError
+    from pyrovae.data import DataError
     from pyrovae.runs import RunError, RunInterrupted
+    from pyrovae.spec import SpecError
+    from pyrovae.validate import UsageError
 
     keep_freed_memory()
     try:
         {"train": _train, "evaluate": _evaluate, "sample": _sample, "plot": _plot}[args.command](args)
-    except ValueError as e:  # pyrovae's UsageError, DataError, CheckpointError, and bad values met later
+    except (UsageError, DataError, CheckpointError, SpecError) as e:  # bad input, refused before anything is written
         return _fail(e, 2)
     except (RunError, OSError) as e:
         return _fail(e, 1)
@@ -231,7 +315,66 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(e, 128 + e.signum, "stopped")
     except KeyboardInterrupt:  # before training started, or a second Ctrl-C
         return _fail("interrupted", 130, "stopped")
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        return _fail(_memory_message(e, args), 1)
+    except ValueError as e:  # not one of pyrovae's own errors: a check is missing somewhere
+        if os.environ.get("PYROVAE_TRACEBACK"):
+            raise
+        return _fail(
+            f"unexpected {_one_line(e)}. This is a bug in pyrovae: please report it with the command line "
+            "(PYROVAE_TRACEBACK=1 shows the traceback); the files of the run are intact",
+            1,
+        )
     return 0
+
+
+OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|cannot allocate memory", re.IGNORECASE)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or bool(OUT_OF_MEMORY.search(str(e)))
+
+
+def _memory_message(e: BaseException, args: argparse.Namespace) -> str:
+    """One line for an allocation that failed: how much, what to make smaller, and what is kept."""
+    text = str(e)
+    if match := re.search(r"allocate (\d+) bytes", text):  # the CPU allocator's message
+        wanted = f"could not allocate {int(match.group(1)) / 2**30:.3g} GiB"
+    elif match := re.search(r"[Tt]ried to allocate ([\d.]+ \w+)", text):  # CUDA's
+        wanted = f"could not allocate {match.group(1)}"
+    else:
+        wanted = _one_line(e)
+    on_cpu = " (or --device cpu)" if "CUDA" in text else ""
+    if args.command == "train":
+        from pathlib import Path
+
+        from pyrovae.checkpoint import CHECKPOINT
+
+        out, smaller = Path(args.out), "a smaller --particles, --batch-size or --hidden"
+        if (out / CHECKPOINT).is_file():
+            fix = (
+                f"{out / CHECKPOINT} (the last completed epoch) is kept; continue it with pyrovae train --out {out} "
+                f"--resume{' --device cpu' if on_cpu else ''}, or start a new run with {smaller}"
+            )
+        elif out.exists() and (out / "config.json").is_file():
+            fix = f"no epoch was completed; start over with pyrovae train --out {out} --force and {smaller}{on_cpu}"
+        else:
+            fix = f"nothing was written; use {smaller}{on_cpu}"
+    elif args.command == "evaluate":
+        fix = f"use a smaller --chunk-size or --batch-size{on_cpu}; the run is unchanged"
+    elif args.command == "sample":
+        fix = f"use a smaller --n{on_cpu}; the run is unchanged"
+    else:
+        fix = f"the run is unchanged{'; try --device cpu' if on_cpu else ''}"
+    return f"out of memory ({wanted}): {fix}"
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())[:300]
 
 
 def keep_freed_memory() -> bool:
@@ -257,7 +400,8 @@ def keep_freed_memory() -> bool:
 
 
 def _fail(message: object, status: int, kind: str = "error") -> int:
-    print(f"pyrovae: {kind}: {message}", file=sys.stderr)
+    line = " ".join(str(message).split())  # one line, whatever the message
+    print(f"pyrovae: {kind}: {line}", file=sys.stderr)
     return status
 
 

@@ -13,6 +13,7 @@ import gzip
 import math
 import os
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ AMAT_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/
 AMAT_SPLITS = ("train", "valid", "test")
 SPLIT_SEED = 0  # fixed: the mnist-5k train/test split never depends on the run's seed
 BINARIZE_SEED = 1  # fixed: evaluation splits are binarized identically in every run
+IMAGE_SHAPE = (1, 28, 28)  # (C, H, W) of every named data set
 
 
 class DataError(ValueError):
@@ -47,15 +49,17 @@ class Dataset:
     name: str
     splits: dict[str, torch.Tensor]
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
-    image_shape: tuple[int, int, int] = (1, 28, 28)
+    image_shape: tuple[int, int, int] = IMAGE_SHAPE
     dynamic: frozenset[str] = frozenset()
 
     @property
     def data_dim(self) -> int:
+        """D, the size of one datapoint."""
         return self.splits["train"].shape[-1]
 
     @property
     def device(self) -> torch.device:
+        """The device every split lives on."""
         return self.splits["train"].device
 
     def train_batches(
@@ -104,6 +108,7 @@ class Dataset:
         return self.labels[split]
 
     def split(self, name: str) -> torch.Tensor:
+        """The ``(N, D)`` tensor of split ``name``, as stored (not binarized)."""
         if name not in self.splits:
             raise DataError(f"data set {self.name!r} has no split {name!r}; it has {sorted(self.splits)}")
         return self.splits[name]
@@ -136,6 +141,7 @@ def load_dataset(
         splits, labels = _load_binarized_mnist(require_data_dir(name, data_dir)), {}
     else:
         splits, labels = _load_torchvision(name, require_data_dir(name, data_dir))
+    check_splits(name, splits, labels, IMAGE_SHAPE)
     grey = frozenset() if name == "binarized-mnist" or not binarize else frozenset(splits)
     splits = {k: v.to(device) for k, v in splits.items()}
     for split in grey - {"train"}:
@@ -266,20 +272,137 @@ def _download_amat(data_dir: Path, split: str) -> Path:
 
 
 def _load_torchvision(name: str, root: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The train and test splits of ``mnist`` or ``fashion-mnist`` from torchvision's raw IDX files under ``root``.
+
+    The files are checked (IDX headers against the file sizes, 28 x 28 images,
+    one label 0..9 per image) so that a damaged or foreign file is named here,
+    before training, rather than failing inside torchvision or mid-run.
+    """
     from torchvision import datasets
 
     cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
+    raw = root / cls.__name__ / "raw"
     splits, labels = {}, {}
-    for split, train in (("train", True), ("test", False)):
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        paths = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
+        download = not _has_raw(cls, root)
+        if not download:
+            _check_idx_files(name, *paths)
         try:
-            ds = cls(str(root), train=train, download=not _has_raw(cls, root))
-        except (OSError, RuntimeError) as e:
+            ds = cls(str(root), train=split == "train", download=download)
+        except _TORCHVISION_ERRORS as e:
+            if _has_raw(cls, root):  # the files are there (perhaps just extracted) but torchvision cannot read them
+                _check_idx_files(name, *paths)
+                raise DataError(
+                    f"{raw}: torchvision cannot read the {name} files ({_one_line(e)}); "
+                    f"replace {expected_files(name)} with intact copies"
+                ) from None
             raise DataError(
-                f"{root}: {name} not found and download failed ({e}); put {expected_files(name)} in {root}"
+                f"{root}: {name} files missing or damaged, and the download failed ({_one_line(e)}); "
+                f"put intact {expected_files(name)} in {root}"
             ) from None
-        splits[split] = ds.data.reshape(len(ds.data), -1).float() / 255.0
-        labels[split] = ds.targets.long()
+        images, targets = ds.data, ds.targets
+        _check_torchvision_split(name, paths, images, targets)
+        splits[split] = images.reshape(len(images), -1).float() / 255.0
+        labels[split] = targets.long()
     return splits, labels
+
+
+_TORCHVISION_ERRORS = (OSError, EOFError, RuntimeError, AssertionError, ValueError, IndexError, zlib.error)
+MNIST_SHAPE = (28, 28)  # the images of mnist and fashion-mnist
+MNIST_CLASSES = 10
+
+
+def _replace(name: str, path: Path) -> str:
+    """The fix for a damaged torchvision file."""
+    return (
+        f"replace it with the real {name} file {path.name} (or delete the {path.parent} folder's files "
+        "to have them downloaded again when online)"
+    )
+
+
+def _check_idx_files(name: str, images: Path, labels: Path) -> None:
+    """The IDX headers of an images file (3 dimensions) and a labels file (1 dimension) fit their sizes."""
+    for path, ndim, what in ((images, 3, "images"), (labels, 1, "labels")):
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                header = f.read(4 + 4 * ndim)
+        except OSError as e:
+            raise DataError(f"{path}: cannot read ({e.strerror or e}); fix its permissions or replace it") from None
+        magic = bytes([0, 0, 8, ndim])
+        if header[:4] != magic:
+            raise DataError(
+                f"{path}: not an IDX file of {what} (it starts {header[:4].hex() or 'empty'}, an IDX file of "
+                f"unsigned bytes in {ndim} dimension{'s' * (ndim > 1)} starts {magic.hex()}); {_replace(name, path)}"
+            )
+        dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+        expected = len(magic) + 4 * ndim + math.prod(dims)
+        if len(header) < 4 + 4 * ndim or size != expected:
+            shape = " x ".join(map(str, dims))
+            raise DataError(
+                f"{path}: {size} bytes, but its header declares {shape} {what} ({expected} bytes): "
+                f"the file is truncated or damaged; {_replace(name, path)}"
+            )
+
+
+def _check_torchvision_split(name: str, paths: tuple[Path, Path], images: torch.Tensor, targets: torch.Tensor) -> None:
+    """28 x 28 images, as many labels as images, every label a class 0..9."""
+    image_path, label_path = paths
+    if images.ndim != 3 or tuple(images.shape[1:]) != MNIST_SHAPE:
+        size = " x ".join(map(str, images.shape[1:]))
+        raise DataError(
+            f"{image_path}: images of {size} pixels, but {name} has 28 x 28 images; {_replace(name, image_path)}"
+        )
+    if targets.ndim != 1 or len(targets) != len(images):
+        raise DataError(
+            f"{image_path} holds {len(images)} images but {label_path} {len(targets)} labels; they pair one to one: "
+            f"replace both with the files of one copy of {name}"
+        )
+    if len(images) == 0:
+        raise DataError(f"{image_path}: no images; {_replace(name, image_path)}")
+    bad = (targets < 0) | (targets >= MNIST_CLASSES)
+    if bad.any():
+        raise DataError(
+            f"{label_path}: label {int(targets[bad][0])} is not a class 0..{MNIST_CLASSES - 1}; "
+            f"{_replace(name, label_path)}"
+        )
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one short line."""
+    return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+
+
+def check_splits(
+    name: str, splits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], image_shape: tuple[int, ...]
+) -> None:
+    """Every split a non-empty ``(N, D)`` float tensor with D the pixels of ``image_shape``, finite values
+    in [0, 1], and N labels when the data set has labels.
+
+    :raises DataError: naming the data set, the split and the problem.
+    """
+    dim = math.prod(image_shape)
+    shape = " x ".join(map(str, image_shape[1:] if image_shape[0] == 1 else image_shape))
+    for split, x in splits.items():
+        where = f"data set {name!r}, split {split!r}"
+        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != dim:
+            raise DataError(
+                f"{where}: data of shape {tuple(x.shape)}; expected (N, {dim}) with N > 0: "
+                f"one row of {dim} pixels ({shape}) per image"
+            )
+        if not torch.isfinite(x).all():
+            raise DataError(f"{where}: NaN or infinite values are not data; fix or drop those rows")
+        low, high = x.min().item(), x.max().item()
+        if low < 0 or high > 1:
+            raise DataError(
+                f"{where}: values in [{low:g}, {high:g}], outside [0, 1]; scale the pixels to [0, 1] (e.g. / 255)"
+            )
+        if split in labels and labels[split].shape != (x.shape[0],):
+            raise DataError(
+                f"{where}: {x.shape[0]} images but labels of shape {tuple(labels[split].shape)}; "
+                "give one label per image"
+            )
 
 
 def _has_raw(cls: type, root: Path) -> bool:

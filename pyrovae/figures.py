@@ -17,8 +17,9 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from pyrovae import latent, plots
-from pyrovae.inference.diagnostics import kl_per_dim, unit_activity
+from pyrovae.inference.diagnostics import kl_per_dim, stochastic_latents, unit_activity
 from pyrovae.runs import load_run, load_run_data
+from pyrovae.validate import UsageError
 
 PAIRS = 5  # image pairs of the interpolate figure
 PAIR_SEED = 0  # fixed: the same test pairs in every figure of every run
@@ -31,6 +32,7 @@ class PlotOptions:
     temperature: float = 1.0  # samples: z = mean + T (z_prior - mean)
     triples: tuple[tuple[int, int, int], ...] = ((7, 1, 4), (8, 0, 1), (9, 4, 3), (6, 0, 5))  # arithmetic: a, b, c
     device: str = "auto"  # auto | cpu | cuda
+    prior_contours: bool = False  # latent-map (D = 2): the prior's 1- and 2-sigma contours
 
 
 class EncodedTestSplit(NamedTuple):
@@ -70,7 +72,13 @@ def _reconstructions(t: EncodedTestSplit, o: PlotOptions) -> Figure:
 
 
 def _latent_map(t: EncodedTestSplit, o: PlotOptions) -> Figure:
-    return latent.latent_map_figure(t.z, t.labels, site=t.site)
+    with torch.random.fork_rng(devices=[t.x.device] if t.x.device.type == "cuda" else []):
+        deterministic = t.site not in stochastic_latents(t.guide, t.x[:2])  # a point-mass guide: codes f(x)
+    prior = None
+    if o.prior_contours:
+        factors = latent.prior_factors(t.model, site=t.site)  # batch (1, D)
+        prior = (factors.mean[0], factors.stddev[0])
+    return latent.latent_map_figure(t.z, t.labels, site=t.site, deterministic=deterministic, prior=prior)
 
 
 def _manifold(t: EncodedTestSplit, o: PlotOptions) -> Figure:
@@ -84,7 +92,7 @@ def _interpolate(t: EncodedTestSplit, o: PlotOptions) -> Figure:
 
 
 def _traverse(t: EncodedTestSplit, o: PlotOptions) -> Figure:
-    return latent.traverse_figure(t.model, t.guide, t.x[:1], t.kl(), t.image_shape)
+    return latent.traverse_figure(t.model, t.guide, t.x[:1], t.kl(), t.image_shape, site=t.site)
 
 
 def _arithmetic(t: EncodedTestSplit, o: PlotOptions) -> Figure:
@@ -100,9 +108,32 @@ def _kl_per_dim(t: EncodedTestSplit, o: PlotOptions) -> Figure:
 def _curves(run_dir: Path) -> Figure:
     metrics = run_dir / "metrics.csv"
     if not metrics.is_file():
-        raise FileNotFoundError(f"{metrics}: not found; curves need a run directory made by pyrovae train")
+        raise UsageError(f"{metrics}: not found; curves need a run directory made by pyrovae train")
+    table = _read_table(metrics, METRIC_COLUMNS, f"rerun pyrovae train --out {run_dir} --resume to rewrite it")
+    if table.empty:
+        raise UsageError(f"{metrics}: no completed epoch yet; train on with pyrovae train --out {run_dir} --resume")
     bounds = run_dir / "bounds.csv"
-    return plots.curves_figure(pd.read_csv(metrics), pd.read_csv(bounds) if bounds.is_file() else None)
+    fix = f"delete it, or rerun pyrovae evaluate {run_dir} to rewrite it"
+    return plots.curves_figure(table, _read_table(bounds, BOUND_COLUMNS, fix) if bounds.is_file() else None)
+
+
+METRIC_COLUMNS = ("epoch", "train_elbo", "test_elbo", "reconstruction", "kl", "beta")  # what curves draw
+BOUND_COLUMNS = ("k", "bound", "stderr")
+
+
+def _read_table(path: Path, columns: tuple[str, ...], fix: str) -> pd.DataFrame:
+    """A CSV file of a run with numeric ``columns``, or a :class:`UsageError` naming the file and ``fix``."""
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as e:  # pandas' EmptyDataError and ParserError are ValueErrors
+        problem = " ".join(str(e).split())[:120] or type(e).__name__
+        raise UsageError(f"{path}: not a readable table ({problem}); {fix}") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise UsageError(f"{path}: no column {', '.join(missing)}; not a table pyrovae wrote: {fix}")
+    if not table.empty and not all(pd.api.types.is_numeric_dtype(table[c]) for c in columns):
+        raise UsageError(f"{path}: non-numeric values in {', '.join(columns)}; the file is damaged: {fix}")
+    return table
 
 
 DRAW: dict[str, Callable[[EncodedTestSplit, PlotOptions], Figure]] = {

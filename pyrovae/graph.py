@@ -130,4 +130,5 @@ class LatentGraph(nn.Module):
         return values[node.site]
 
     def beta(self, beta: float) -> float:
+        """The KL weight on the latent sites: 0 (masked) for the autoencoders."""
         return 0.0 if self.autoencoder else beta

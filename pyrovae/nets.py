@@ -87,6 +87,7 @@ class GaussianEncoder(nn.Module):
         return 2 * latent_dim
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)``, each ``(..., latent_dim)``, from the concatenated inputs."""
         loc, raw_scale = self.net(broadcast_cat(inputs)).split(self.latent_dim, dim=-1)  # (..., D) each
         return loc, positive_scale(raw_scale)
 
@@ -109,4 +110,5 @@ class Decoder(nn.Module):
         self.net = mlp(latent_dim, hidden, out_dim, activation)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The likelihood's parameters ``(..., out_dim)`` from the concatenated inputs."""
         return self.net(broadcast_cat(inputs))

@@ -28,6 +28,7 @@ from pyrovae.checkpoint import atomic_write
 from pyrovae.inference.diagnostics import ACTIVE_THRESHOLD
 
 FIGURE_SEED = 0  # figures of one run are comparable across epochs and resumptions
+BOUND_COLOURS = ("C5", "C6", "C8", "C9")  # L_k lines: colours no other curve of the figure uses
 DPI = 120  # with sizes in multiples of 1/4 inch, PNG sizes are whole pixels (30 px per 1/4 inch)
 
 
@@ -151,44 +152,96 @@ def reconstructions_figure(model: Callable, guide: Callable, x: torch.Tensor, im
     return fig
 
 
+def _bound_label(row: pd.Series) -> str:
+    """``L_k = bound ± stderr``, with the number of datapoints behind it when ``bounds.csv`` records it."""
+    label = f"L_{int(row['k'])} = {row['bound']:.2f} ± {row['stderr']:.2f}"
+    if "images" in row and pd.notna(row["images"]):
+        split = row["split"] if "split" in row and pd.notna(row["split"]) else "test"
+        return f"{label} ({int(row['images'])} {split} images)"
+    return f"{label} (evaluate)"
+
+
 def curves_figure(metrics: pd.DataFrame, bounds: pd.DataFrame | None = None) -> Figure:
     """ELBO, reconstruction, KL (with active units) and beta per epoch, from ``metrics.csv``.
 
+    Every epoch is a marker, so a one-epoch run shows its points; the x axis has
+    whole epochs only, and the legends sit outside the panels, clear of the data
+    (the ELBO panel's at the foot of the figure).
+
     :param bounds: ``bounds.csv`` of ``pyrovae evaluate`` when present (columns ``k``,
-        ``bound``, ``stderr``): the final model's L_k, drawn as horizontal lines.
+        ``bound``, ``stderr``, and, when recorded, ``images``: the number of datapoints
+        evaluated, and ``split``): the final model's L_k, drawn as horizontal lines.
     """
     fig = new_figure(9, 6.5)
     (elbo_ax, recon_ax), (kl_ax, beta_ax) = fig.subplots(2, 2, sharex=True)
     epoch = metrics["epoch"]
-    elbo_ax.plot(epoch, metrics["train_elbo"], label="train ELBO")
-    elbo_ax.plot(epoch, metrics["test_elbo"], label="test ELBO")
-    for i, row in enumerate([] if bounds is None else bounds.itertuples()):
-        label = f"L_{row.k} = {row.bound:.2f} ± {row.stderr:.2f} (evaluate)"
-        elbo_ax.axhline(row.bound, color=f"C{i + 2}", linestyle="--", linewidth=1, label=label)
-    elbo_ax.legend(loc="lower right")  # the ELBO rises to the upper right
-    recon_ax.plot(epoch, metrics["reconstruction"], color="C2")
-    kl_ax.plot(epoch, metrics["kl"], color="C3", label="KL (train)")
+    style = {"marker": "o", "markersize": 3}
+    elbo_ax.plot(epoch, metrics["train_elbo"], label="train ELBO", **style)
+    elbo_ax.plot(epoch, metrics["test_elbo"], label="test ELBO (whole split)", **style)
+    elbo_values = [*metrics["train_elbo"], *metrics["test_elbo"]]
+    for i, row in enumerate([] if bounds is None else (row for _, row in bounds.iterrows())):
+        elbo_ax.axhline(
+            row["bound"],
+            color=BOUND_COLOURS[i % len(BOUND_COLOURS)],
+            linestyle="--",
+            linewidth=1,
+            label=_bound_label(row),
+        )
+        elbo_values.append(row["bound"])
+    _pad_y(elbo_ax, elbo_values)
+    fig.legend(handles=elbo_ax.lines, loc="outside lower center", ncols=3, fontsize="small", frameon=False)
+    recon_ax.plot(epoch, metrics["reconstruction"], color="C2", **style)
+    kl_ax.plot(epoch, metrics["kl"], color="C3", label="KL (train)", **style)
     if "active_units" in metrics:
         units_ax = kl_ax.twinx()
-        units_ax.step(epoch, metrics["active_units"], where="mid", color="C7", label="active units (test)")
+        units_ax.plot(
+            epoch, metrics["active_units"], drawstyle="steps-mid", color="C7", label="active units (test)", **style
+        )
         units_ax.set_ylabel("active units")
-        units_ax.set_ylim(bottom=0)
+        units_ax.set_ylim(0, max(1, metrics["active_units"].max()) * 1.1)
         units_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        kl_ax.legend(handles=kl_ax.lines + units_ax.lines, loc="center right")
-    beta_ax.plot(epoch, metrics["beta"], color="C4")
+        _legend_above(kl_ax, kl_ax.lines + units_ax.lines)
+    beta_ax.plot(epoch, metrics["beta"], color="C4", **style)
     beta_ax.set_ylim(0, 1.05 * max(1.0, metrics["beta"].max()))
     labels = ("ELBO (nats)", "E_q[log p(x | z)] (nats)", "KL(q(z | x) || p(z)) (nats)", "beta at epoch end")
     for ax, label in zip((elbo_ax, recon_ax, kl_ax, beta_ax), labels, strict=True):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    pad = max(0.5, 0.03 * float(epoch.max() - epoch.min()))  # one epoch: a point in the middle of the panel
+    elbo_ax.set_xlim(epoch.min() - pad, epoch.max() + pad)  # shared by all four panels
+    for ax in (elbo_ax, recon_ax, kl_ax, beta_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: one tick, not 0.1 steps
     for ax in (kl_ax, beta_ax):
         ax.set_xlabel("epoch")
     fig.suptitle("Training curves (per datapoint)")
     return fig
 
 
+def _pad_y(ax: Axes, values: list[float], margin: float = 0.08) -> None:
+    """Y limits that hold every value with ``margin`` of the range to spare, so no line runs along the frame."""
+    low, high = min(values), max(values)
+    pad = margin * (high - low) if high > low else max(1.0, 0.01 * abs(high))
+    ax.set_ylim(low - pad, high + pad)
+
+
+def _legend_above(ax: Axes, handles: list) -> None:
+    """A legend just above ``ax``, two short entries a row: it never hides the data."""
+    ax.legend(
+        handles=handles,
+        loc="lower left",
+        bbox_to_anchor=(0, 1.01, 1, 0.1),
+        mode="expand",
+        ncols=2,
+        fontsize="small",
+        borderaxespad=0,
+        frameon=False,
+    )
+
+
 def kl_per_dim_figure(kl: torch.Tensor, activity: torch.Tensor, *, site: str = "z") -> Figure:
-    """Average KL per latent dimension, sorted, beside each dimension's activity Cov_x(E_q[z_u]).
+    """Average KL per latent dimension, sorted, beside each dimension's activity Cov_x(E_q[z[u]]).
+
+    Dimensions are numbered from 0, z[0], z[1], ..., as in ``kl_per_dim.csv`` and every other figure.
 
     :param kl: ``(D,)`` KL per dimension (:func:`pyrovae.inference.diagnostics.kl_per_dim`).
     :param activity: ``(D,)`` activity (:func:`pyrovae.inference.diagnostics.unit_activity`).
@@ -200,16 +253,16 @@ def kl_per_dim_figure(kl: torch.Tensor, activity: torch.Tensor, *, site: str = "
     fig = new_figure(9, 4)
     kl_ax, activity_ax = fig.subplots(1, 2, sharex=True)
     kl_ax.bar(range(len(order)), kl[order].cpu().numpy(), color=colours)
-    kl_ax.set_ylabel("KL(q(z_u | x) || p(z_u)) (nats)")
+    kl_ax.set_ylabel(f"KL(q({site}[u] | x) || p({site}[u])) (nats)")
     kl_ax.set_title(f"KL per dimension, {float(kl.sum()):.2f} nats in all")
     activity_ax.bar(range(len(order)), activity[order].cpu().numpy(), color=colours)
     activity_ax.axhline(ACTIVE_THRESHOLD, color="C3", linestyle="--", label=f"active threshold {ACTIVE_THRESHOLD}")
     activity_ax.set_yscale("log")
-    activity_ax.set_ylabel("Cov_x(E_q[z_u | x])")
+    activity_ax.set_ylabel(f"Cov_x(E_q[{site}[u] | x])")
     activity_ax.set_title(f"{int(active.sum())} of {len(order)} units active (blue)")
     activity_ax.legend()
     for ax in (kl_ax, activity_ax):
         ax.set_xticks(range(len(order)), names, fontsize="small")
-        ax.set_xlabel(f"latent dimension u of {site}, by decreasing KL")
+        ax.set_xlabel(f"latent dimension u of {site}[u] (from 0), by decreasing KL")
     fig.suptitle("Posterior usage per latent dimension (test set)")
     return fig

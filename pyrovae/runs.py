@@ -70,12 +70,18 @@ class RunInterrupted(Exception):
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything needed to rebuild a run's model and continue its training."""
+    """Everything needed to rebuild a run's model and continue its training.
+
+    ``pyrovae train`` stores the model's spec table whole (the user's file, or the
+    built-in family's as it was when the run started), so a ``config.json``
+    rebuilds its model on its own even after ``models/specs`` change; with
+    ``spec`` None (configurations written before this), ``model``'s current file is read.
+    """
 
     dataset: str = "mnist-5k"  # a name in pyrovae.data.DATASETS
-    data_dir: str | None = None  # where the data files are (unused by mnist-5k)
-    model: str = "vae"  # a built-in family, pyrovae.spec.BUILTIN (ignored when spec is given)
-    spec: dict | None = None  # a user's TOML spec as parsed (pyrovae train --spec FILE), kept whole
+    data_dir: str | None = None  # where the data files are (unused by mnist-5k); absolute since pyrovae train stores it
+    model: str = "vae"  # the built-in family, pyrovae.spec.BUILTIN, the spec came from (when not from --spec)
+    spec: dict | None = None  # the model's TOML spec table as parsed, kept whole; None: the file of `model`
     # Overrides of the model's spec; None keeps the spec's value.
     latent_dim: tuple[int, ...] | None = None  # size of each latent, in the spec's order
     hidden: tuple[int, ...] | None = None  # hidden widths of every encoder; generative networks mirror them
@@ -86,15 +92,18 @@ class RunConfig:
     guide: str | None = None  # diag | full (the autoencoders' guide is a point mass)
     arch: str | None = None  # mlp | conv
     corruption: str | None = None  # dae: mask:P | gaussian:SIGMA
-    device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    device: str = "auto"  # as requested: auto (cuda when available) | cpu | cuda
+    resolved_device: str | None = None  # the device the last training session ran on, e.g. cpu or cuda:0
     snapshot_epochs: tuple[int, ...] = ()  # epochs after which to save reconstructions_eN.png, samples_eN.png
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_json(self) -> str:
+        """The config as ``config.json`` holds it."""
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
+        """The config of a parsed ``config.json``, older layouts included."""
         d = dict(d)
         if isinstance(d.get("latent_dim"), int):  # configs written before hierarchical models
             d["latent_dim"] = (d["latent_dim"],)
@@ -103,9 +112,17 @@ class RunConfig:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; other names are torch's."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """``device`` with its index: ``cpu``, ``cuda:0``."""
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
 
 
 def model_spec(config: RunConfig) -> spec.ModelSpec:
@@ -137,13 +154,14 @@ def train_run(
     if out.exists() and not (resume or force):
         raise FileExistsError(f"{out} already exists; pass --resume to continue it or --force to start over")
     device = resolve_device(config.device)
+    config = dataclasses.replace(config, resolved_device=device_name(device))
     pyro.clear_param_store()
     pyro.set_rng_seed(config.train.seed)
     data = load_run_data(config, config.device)
     model, guide = (m.to(device) for m in build_model(config, data.data_dim, data.image_shape))
     trainer = Trainer(model, guide, data, config.train, progress=progress, labels=bool(model.inputs))
-    for name in RUN_FILES if resume else ():  # temporary files of writes cut short by a kill
-        for tmp in out.glob(f".{name}.*.tmp"):
+    for pattern in (*RUN_FILES, *SNAPSHOT_FILES) if out.is_dir() else ():  # temporary files of writes cut short
+        for tmp in out.glob(f".{pattern}.*.tmp"):
             tmp.unlink()
     if resume and (out / CHECKPOINT).exists():
         with _fits(out / CHECKPOINT):
@@ -184,14 +202,13 @@ def _train_epoch(trainer: Trainer, out: Path, received: list[int]) -> dict[str, 
     try:
         row = trainer.train_epoch(stop=lambda: bool(received))
     except Diverged as e:
-        lower = f"--lr {trainer.config.lr / 10:g}"
-        then = (
-            f"{out / CHECKPOINT} (epoch {trainer.epoch}) is kept: continue it with "
-            f"pyrovae train --out {out} --resume {lower} (or --clip-norm 100)"
-            if trainer.epoch
-            else f"no epoch was completed: start over with --force {lower} (or --clip-norm 100)"
-        )
-        raise RunError(f"{e}. {then}") from None
+        cfg = trainer.config
+        clip = 100 if cfg.clip_norm is None else cfg.clip_norm / 10
+        command = f"pyrovae train --out {out} --resume --lr {cfg.lr / 10:g} --clip-norm {clip:g}"
+        kept = f"{out / CHECKPOINT} (epoch {trainer.epoch}) is kept" if trainer.epoch else "no epoch was completed"
+        raise RunError(
+            f"{e}. {kept}; continue with a lower learning rate and a bounded gradient norm: {command}"
+        ) from None
     if row is None:
         raise _interrupted(out, received[0], trainer.epoch)
     return row
@@ -253,6 +270,7 @@ def epoch_line(row: dict[str, float], probabilistic: bool) -> str:
 
 
 def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
+    """Write ``metrics.csv`` (one row per epoch, :data:`METRICS` columns) atomically."""
     atomic_write_text(path, pd.DataFrame(history, columns=list(METRICS)).to_csv(index=False))
 
 
@@ -286,6 +304,7 @@ def save_snapshots(model: nn.Module, guide: nn.Module, data: Dataset, out: Path,
 
 
 def save_figures(model: nn.Module, guide: nn.Module, data: Dataset, out: Path) -> None:
+    """Write ``samples.png`` and ``reconstructions.png`` of a trained run into ``out``."""
     labels = bool(model.inputs)
     inputs = sample_inputs(model, None, device=data.device)
     save_samples(model, data.image_shape, out / "samples.png", n=inputs[0].shape[0] if inputs else 64, inputs=inputs)
@@ -310,6 +329,8 @@ def sample_inputs(
 
 
 class LoadedRun(NamedTuple):
+    """A trained run rebuilt from its directory, parameters loaded."""
+
     config: RunConfig
     model: nn.Module
     guide: nn.Module
@@ -339,6 +360,8 @@ def _fits(path: Path) -> Iterator[None]:
     try:
         yield
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        if isinstance(e, torch.OutOfMemoryError) or "allocate memory" in str(e):
+            raise  # not the checkpoint's fault
         raise CheckpointError(f"{path}: does not fit this version of pyrovae or this run ({e})") from None
 
 
@@ -360,6 +383,9 @@ def evaluate_run(
 ) -> tuple[pd.DataFrame | None, dict[str, int]]:
     """Bounds L_k on a split and active units; writes ``RUN_DIR/bounds.csv``.
 
+    ``bounds.csv`` has a row per k: ``k``, ``bound``, ``stderr``, ``seconds``,
+    ``split`` and ``images`` (the number of datapoints evaluated, after ``limit``).
+
     An autoencoder has no density over x, so its bounds are not applicable: the
     table is then ``None`` and no ``bounds.csv`` is written (active units still are).
     """
@@ -374,5 +400,8 @@ def evaluate_run(
         return None, active_units(run.guide, batches())
 
     table = pd.DataFrame(bound_table(run.model, run.guide, batches, ks, chunk_size=chunk_size))
+    images = data.split(split).shape[0]
+    table["split"] = split
+    table["images"] = images if limit is None else min(limit, images)
     atomic_write_text(Path(run_dir) / "bounds.csv", table.to_csv(index=False))
     return table, active_units(run.guide, batches())

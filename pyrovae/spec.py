@@ -30,6 +30,7 @@ References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 20
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -56,6 +57,7 @@ ARCHS = ("mlp", "conv")
 DEFAULT_HIDDEN = (400, 400)
 TOP_KEYS = {"description", "likelihood", "guide", "arch", "activation", "hidden", "obs_scale", "min_obs_scale"}
 TOP_KEYS |= {"corruption", "inputs", "latent", "x"}
+RESERVED = {"x", "data", "particles", "num_particles_vectorized"}  # x, and the names of pyrovae's and Pyro's plates
 
 
 class SpecError(ValueError):
@@ -72,6 +74,8 @@ class NetSpec:
 
 @dataclass(frozen=True)
 class LatentSpec:
+    """One latent layer: its site, size, prior p(z | ...) and encoder q(z | ...)."""
+
     name: str  # the Pyro site name
     size: int  # dimensions
     prior: NetSpec  # p(z | prior.given); N(0, I) when prior.given is empty
@@ -126,28 +130,35 @@ def load(spec: str | Path | Mapping[str, Any] | ModelSpec) -> ModelSpec:
     return parse(read(builtin_path(str(spec)) if str(spec) in BUILTIN else spec))
 
 
+def _int(value: Any) -> bool:
+    """A TOML integer (``true`` is not one, though Python's ``bool`` is an ``int``)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _ints(value: Any, where: str, *, what: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
+    if not isinstance(value, list) or not all(_int(v) and v > 0 for v in value):
         raise SpecError(f"spec: {where}: expected {what} (a list of positive integers), got {value!r}")
     return tuple(value)
 
 
 def _names(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise SpecError(f"spec: {where}: expected a list of names, got {value!r}")
+        raise SpecError(f'spec: {where}: expected a list of names such as ["x"], got {value!r}')
+    if len(set(value)) < len(value):
+        raise SpecError(f"spec: {where}: {value!r} names a value twice; give each parent once")
     return tuple(value)
 
 
 def _choice(table: Mapping, key: str, choices: Sequence[str], default: str) -> str:
     value = table.get(key, default)
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise SpecError(f"spec: {key}: unknown {value!r}; choose from {', '.join(choices)}")
     return value
 
 
 def _net(table: Any, where: str, hidden: tuple[int, ...]) -> NetSpec:
     if not isinstance(table, Mapping):
-        raise SpecError(f"spec: {where}: expected a table with 'given' and optionally 'hidden'")
+        raise SpecError(f"spec: {where}: expected a table with 'given' and optionally 'hidden', got {table!r}")
     unknown = set(table) - {"given", "hidden"}
     if unknown:
         raise SpecError(f"spec: {where}: unknown keys {sorted(unknown)}; a network has 'given' and 'hidden'")
@@ -165,21 +176,34 @@ def _latent(table: Any, i: int, hidden: tuple[int, ...]) -> LatentSpec:
     if unknown:
         raise SpecError(f"spec: {where}: unknown keys {sorted(unknown)}")
     name = table.get("name")
-    if not isinstance(name, str) or not name.isidentifier() or name == "x":
-        raise SpecError(f"spec: {where}.name: missing or invalid ({name!r}); give an identifier other than 'x'")
+    if not isinstance(name, str) or not name.isidentifier() or name in RESERVED:
+        raise SpecError(
+            f"spec: {where}.name: missing or invalid ({name!r}); give an identifier other than {sorted(RESERVED)}"
+        )
     size = table.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+    if not _int(size) or size <= 0:
         raise SpecError(f"spec: {where}.size: missing or invalid ({size!r}); give the dimensions of {name!r}")
     if table.get("prior", "normal") != "normal":
         raise SpecError(f"spec: {where}.prior: unknown {table['prior']!r}; the prior is 'normal'")
     if "encoder" not in table:
         raise SpecError(f"spec: {where}.encoder: missing; give q({name} | ...) as {{ given = [...] }}")
     prior = _net({k: table[k] for k in ("given", "hidden") if k in table}, where, hidden)
-    return LatentSpec(name, size, prior, _net(table["encoder"], f"{where}.encoder", hidden))
+    encoder = _net(table["encoder"], f"{where}.encoder", hidden)
+    if not encoder.given:
+        raise SpecError(f'spec: {where}.encoder.given: empty; q({name} | ...) must read something, e.g. given = ["x"]')
+    return LatentSpec(name, size, prior, encoder)
 
 
-def order(latents: Sequence[LatentSpec], key: str, known: set[str]) -> list[LatentSpec]:
-    """``latents`` sorted so that each comes after the latents its ``key`` net ("prior" or "encoder") reads."""
+def order(
+    latents: Sequence[LatentSpec], key: str, known: set[str], prefer: Sequence[str] | None = None
+) -> list[LatentSpec]:
+    """``latents`` sorted so that each comes after the latents its ``key`` net ("prior" or "encoder") reads.
+
+    Among the latents whose parents are all placed, the next is the first in
+    ``prefer`` (latent names; the file's order by default). The guide prefers the
+    model's order, so that a guide whose dependencies allow it samples its sites
+    in the model's order, which Pyro's ``TraceMeanField_ELBO`` checks.
+    """
     names = {z.name: i for i, z in enumerate(latents)}
     for i, z in enumerate(latents):
         for parent in getattr(z, key).given:
@@ -187,14 +211,17 @@ def order(latents: Sequence[LatentSpec], key: str, known: set[str]) -> list[Late
                 raise SpecError(
                     f"spec: latent[{i}].{key}.given: unknown {parent!r}; known: {sorted(known | set(names))}"
                 )
+    rank = {name: i for i, name in enumerate(prefer if prefer is not None else names)}
+    pending = sorted(latents, key=lambda z: rank[z.name])
     ordered: list[LatentSpec] = []
-    while len(ordered) < len(latents):
+    while pending:
         done = {z.name for z in ordered}
-        ready = [z for z in latents if z.name not in done and set(getattr(z, key).given) - known <= done]
-        if not ready:
+        ready = next((z for z in pending if set(getattr(z, key).given) - known <= done), None)
+        if ready is None:
             stuck = sorted(set(names) - done)
             raise SpecError(f"spec: latent[*].{key}.given: the latents {stuck} form a cycle")
-        ordered += ready
+        ordered.append(ready)
+        pending.remove(ready)
     return ordered
 
 
@@ -203,28 +230,36 @@ def parse(table: Mapping[str, Any]) -> ModelSpec:
     unknown = set(table) - TOP_KEYS
     if unknown:
         raise SpecError(f"spec: unknown keys {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
+    if not isinstance(table.get("description", ""), str):
+        raise SpecError(f"spec: description: expected a string, got {table['description']!r}")
     if "likelihood" not in table:
         raise SpecError(f"spec: likelihood: missing; choose from {', '.join(LIKELIHOODS)}")
     name = _choice(table, "likelihood", LIKELIHOODS, "bernoulli")
     scales = {k: table[k] for k in ("obs_scale", "min_obs_scale") if k in table}
     for key, value in scales.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
             raise SpecError(f"spec: {key}: expected a positive number, got {value!r}")
     hidden = _ints(table["hidden"], "hidden", what="hidden widths") if "hidden" in table else DEFAULT_HIDDEN
     inputs = table.get("inputs", {})
-    if not isinstance(inputs, Mapping) or not all(isinstance(v, int) and v > 1 for v in inputs.values()):
+    if not isinstance(inputs, Mapping) or not all(_int(v) and v > 1 for v in inputs.values()):
         raise SpecError(f"spec: inputs: expected name = number of classes (> 1), got {inputs!r}")
+    bad_inputs = sorted(k for k in inputs if not k.isidentifier() or k in RESERVED)
+    if bad_inputs:
+        raise SpecError(f"spec: inputs: invalid names {bad_inputs}; give identifiers other than {sorted(RESERVED)}")
     latents = table.get("latent")
     if not isinstance(latents, list) or not latents:
-        raise SpecError("spec: latent: missing; give at least one [[latent]] table with name, size and encoder")
+        what = "missing" if latents is None else f"expected an array of tables, got {latents!r}"
+        raise SpecError(f"spec: latent: {what}; give at least one [[latent]] table with name, size and encoder")
     parsed = [_latent(z, i, hidden) for i, z in enumerate(latents)]
     if len({z.name for z in parsed}) < len(parsed) or {z.name for z in parsed} & set(inputs):
         raise SpecError("spec: latent[*].name: names must be unique and differ from the inputs")
     if "x" not in table:
         raise SpecError("spec: x: missing; give p(x | ...) as [x] given = [...]")
-    x_table = table["x"] if isinstance(table["x"], Mapping) else {}
+    x_table = table["x"]
+    if not isinstance(x_table, Mapping):
+        raise SpecError(f"spec: x: expected a table ([x] given = [...]), got {x_table!r}")
     data_dim = x_table.get("size")
-    if data_dim is not None and (not isinstance(data_dim, int) or data_dim <= 0):
+    if data_dim is not None and (not _int(data_dim) or data_dim <= 0):
         raise SpecError(f"spec: x.size: expected a positive integer, got {data_dim!r}")
     x = _net({k: v for k, v in x_table.items() if k != "size"}, "x", hidden)
     order(parsed, "encoder", {"x", *inputs})
@@ -251,6 +286,8 @@ def _likelihood(name: str, **scales: float) -> Likelihood:
 
 
 def _check(spec: ModelSpec) -> ModelSpec:
+    if not isinstance(spec.corruption, str):
+        raise SpecError(f"spec: corruption: expected a string such as 'mask:0.3', got {spec.corruption!r}")
     known = {z.name for z in spec.latents} | {name for name, _ in spec.inputs}
     if not spec.x.given or not set(spec.x.given) <= known or not set(spec.x.given) & {z.name for z in spec.latents}:
         raise SpecError(f"spec: x.given: {list(spec.x.given)} must name at least one latent (and only {sorted(known)})")
@@ -338,13 +375,16 @@ def build(
         corruption = spec.corruption if given[0] == "x" else "none"
         return conditional(family, net, in_dim, size, corruption=corruption)
 
+    model_order = order(spec.latents, "prior", set(inputs))
     guide_nodes, guide_modules = [], {}
-    for z in order(spec.latents, "encoder", {"x", *inputs}):
+    # The guide samples in the model's order wherever its own dependencies allow it: Pyro's
+    # TraceMeanField_ELBO (mf-elbo) checks that a mean-field guide's sites come in the model's order.
+    for z in order(spec.latents, "encoder", {"x", *inputs}, prefer=[z.name for z in model_order]):
         given = tuple(sorted(z.encoder.given, key=lambda p: p != "x"))  # x first: a conv net reads it first
         guide_nodes.append(Node(z.name, given, f"encoder_{z.name}"))
         guide_modules[f"encoder_{z.name}"] = conditional_of(spec.guide, given, z.size, z.encoder.hidden)
     model_nodes, model_modules = [], {}
-    for z in order(spec.latents, "prior", set(inputs)):
+    for z in model_order:
         model_nodes.append(Node(z.name, z.prior.given, f"prior_{z.name}"))
         model_modules[f"prior_{z.name}"] = (
             conditional_of("diag", z.prior.given, z.size, z.prior.hidden) if z.prior.given else StandardNormal(z.size)

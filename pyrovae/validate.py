@@ -30,6 +30,10 @@ from pyrovae.runs import RunConfig, model_spec
 
 RESUMABLE = ("epochs", "lr", "clip_norm", "device", "no_progress")  # train options --resume may change
 SEED_RANGE = 2**32  # numpy's seeds
+# A pixel standard deviation whose square (the variance) is a normal float32 number: below, the Gaussian
+# log-density underflows to a zero variance or overflows to infinity; 1e-50 is 0 in float32.
+SCALE_RANGE = (math.sqrt(torch.finfo(torch.float32).tiny), math.sqrt(torch.finfo(torch.float32).max))
+CLASSES = 10  # the classes of every labelled data set (digits, or the ten kinds of clothing)
 
 
 class UsageError(ValueError):
@@ -53,22 +57,33 @@ def check_train(args: argparse.Namespace, *, given: set[str]) -> RunConfig:
                 f"{names}: --resume continues with the settings in {out / 'config.json'}; only --epochs, "
                 "--lr, --clip-norm and --device may change (start a new run with another --out to change the rest)"
             )
-        config = _resume_config(out)
+        config, done = _resume_config(out)
         new = {k: getattr(args, k) for k in given & {f.name for f in fields(TrainConfig)}}
         config = replace(
             config, train=replace(config.train, **new), device=args.device if "device" in given else config.device
         )
-    else:
-        _check_new_out(out, force=args.force)
-        options = vars(args) | {"epochs": TrainConfig.epochs if args.epochs is None else args.epochs}
-        if "spec" in options:  # the spec file's table is stored whole in config.json
-            if "model" in options:
-                raise UsageError("give --model or --spec, not both")
-            options["spec"] = spec.read(options["spec"])
-        config = RunConfig(  # model options left out are absent: the spec's values
-            **{f.name: options[f.name] for f in fields(RunConfig) if f.name in options},
-            train=TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options}),
-        )
+        check_config(config)
+        if "epochs" in given and config.train.epochs <= done:
+            raise UsageError(
+                f"{out} already has {done} epochs; pass --epochs N with N > {done} to train on "
+                f"(or pyrovae evaluate {out} to evaluate it)"
+            )
+        return config
+    _check_new_out(out, force=args.force)
+    options = vars(args) | {"epochs": TrainConfig.epochs if args.epochs is None else args.epochs}
+    if "spec" in options and "model" in options:
+        raise UsageError("give --model or --spec, not both")
+    # The spec table is stored whole in config.json (the user's file, or the built-in family's as it is
+    # now), so that the run rebuilds its model on its own even if models/specs change.
+    options["spec"] = spec.read(
+        options["spec"] if "spec" in options else spec.builtin_path(options.get("model", "vae"))
+    )
+    if options.get("data_dir") is not None:  # config.json works from any directory
+        options["data_dir"] = str(Path(options["data_dir"]).expanduser().resolve())
+    config = RunConfig(  # model options left out are absent: the spec's values
+        **{f.name: options[f.name] for f in fields(RunConfig) if f.name in options},
+        train=TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options}),
+    )
     check_config(config)
     return config
 
@@ -90,19 +105,49 @@ def check_config(config: RunConfig) -> None:
     _choice("IWAE gradient", t.iwae_gradient, GRADIENTS)
     if not math.isfinite(t.alpha) or t.alpha == 1:
         raise UsageError(f"--alpha must be finite and not 1 (that is the ELBO: --objective elbo), got {t.alpha}")
-    try:
-        parse_schedule(t.kl_anneal, t.beta)
-    except ValueError as e:
-        raise UsageError(f"--kl-anneal: {e}") from None
+    _check_schedule(t.kl_anneal, t.beta)
     check_device(config.device)
     if config.dataset != "mnist-5k":
         require_data_dir(config.dataset, config.data_dir)
     check_model(config)
 
 
+def _check_schedule(text: str, beta: float) -> None:
+    """``--kl-anneal``: a schedule :func:`parse_schedule` accepts, or what is wrong with it."""
+    try:
+        parse_schedule(text, beta)
+        return
+    except ValueError as e:
+        problem = f"--kl-anneal: {e}"
+    name, *params = text.split(":")
+    if name == "linear" and len(params) == 1:
+        problem = f"--kl-anneal {text}: STEPS must be a positive integer (steps to warm beta up), e.g. linear:10000"
+    elif name == "cyclical" and len(params) in (1, 2):
+        if not (params[0].isdigit() and int(params[0]) > 0):
+            problem = f"--kl-anneal {text}: PERIOD must be a positive integer (steps per cycle), e.g. cyclical:10000"
+        else:
+            problem = (
+                f"--kl-anneal {text}: RATIO must be a number in (0, 1], the fraction of each cycle spent rising "
+                f"from 0 to beta, e.g. cyclical:{params[0]}:0.5"
+            )
+    raise UsageError(problem)
+
+
 def check_model(config: RunConfig) -> None:
     """The model's spec with the command line's overrides, and its fit with the objective and the data."""
     model = model_spec(config)  # a SpecError names the field
+    low, high = SCALE_RANGE
+    for option, value in (
+        ("--obs-scale", model.likelihood.obs_scale),
+        ("--min-obs-scale", model.likelihood.min_obs_scale),
+    ):
+        if not low <= value <= high:
+            key = option[2:].replace("-", "_")
+            raise UsageError(
+                f"{option} (or the spec's {key}) is {value:g}; a pixel standard deviation must be in "
+                f"{low:.2g} .. {high:.2g}, so that its square, the variance, is a float32 number other than 0 "
+                f"and infinity; e.g. {option} 0.1"
+            )
     if config.train.objective == "mf-elbo" and not model.mean_field:
         raise UsageError(
             "--objective mf-elbo takes each latent's KL analytically, which is exact only for a mean-field "
@@ -127,11 +172,19 @@ def check_evaluate(args: argparse.Namespace) -> None:
 
 
 def check_sample(args: argparse.Namespace) -> None:
-    """``pyrovae sample``: the run directory, the device, ``--n`` and the figure's path."""
+    """``pyrovae sample``: the run directory, the device, ``--n``, ``--label`` and the figure's path."""
     check_run_dir(args.run_dir)
     check_device(args.device)
     _positive_int(n=args.n)
     _check_png_out(args.out)
+    model = _run_model(Path(args.run_dir))
+    if model is None or args.label is None:
+        return
+    if not model.inputs:
+        raise UsageError("--label applies to label-conditioned models (e.g. --model cvae); this run has no labels")
+    ((_, classes),) = model.inputs
+    if not 0 <= args.label < classes:
+        raise UsageError(f"--label must be a class in 0..{classes - 1}, got {args.label}")
 
 
 def check_plot(args: argparse.Namespace) -> None:
@@ -140,26 +193,58 @@ def check_plot(args: argparse.Namespace) -> None:
     check_device(args.device)
     _positive_float(temperature=args.temperature)
     _check_png_out(args.out)
+    for triple in args.classes or ():
+        if not all(0 <= c < CLASSES for c in triple):
+            raise UsageError(f"--classes {','.join(map(str, triple))}: classes are 0..{CLASSES - 1}")
     if args.kind != "curves":
         _check_plottable(Path(args.run_dir), args.kind)
 
 
-def _check_plottable(run_dir: Path, kind: str) -> None:
-    """The figures other than ``curves`` read one unconditioned latent layer."""
+def _run_model(run_dir: Path) -> spec.ModelSpec | None:
+    """The model of the run in ``run_dir`` by its ``config.json``; None when that cannot be read (loading
+    the run then reports the missing or damaged file)."""
+    return _run_config_and_model(run_dir)[1]
+
+
+def _run_config_and_model(run_dir: Path) -> tuple[RunConfig | None, spec.ModelSpec | None]:
     try:
-        model = model_spec(RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())))
+        config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        return config, model_spec(config)
     except (OSError, ValueError, TypeError, KeyError):
-        return  # loading the run reports a missing or damaged run
+        return None, None
+
+
+def _check_plottable(run_dir: Path, kind: str) -> None:
+    """The figures other than ``curves`` read one unconditioned latent layer; some need more."""
+    config, model = _run_config_and_model(run_dir)
+    if model is None:
+        return
     if model.inputs or len(model.latents) != 1:
         raise UsageError(
             f"--kind {kind} draws models with one latent layer and no label input (vae, ae, dae or a spec like "
             "them); for this run use pyrovae sample (with --label for a cvae) or --kind curves"
+        )
+    if kind == "arithmetic" and config.dataset not in LABELLED:
+        raise UsageError(
+            f"--kind arithmetic averages the codes of each class, and this run's data set {config.dataset} has no "
+            f"labels; use a run trained on a labelled data set ({', '.join(LABELLED)})"
+        )
+    size = model.latents[0].size
+    if kind == "manifold" and size != 2:
+        raise UsageError(f"--kind manifold needs a 2-D latent, this run has D = {size}; train with --latent-dim 2")
+    if kind in ("traverse", "kl-per-dim") and model.guide != "diag":
+        what = "a point-mass (autoencoder) guide" if model.guide == "delta" else "a full-covariance guide"
+        raise UsageError(
+            f"--kind {kind} needs the KL of each latent dimension, which a diagonal Normal guide has and this run's "
+            f"{what} has not; use --kind latent-map, interpolate or samples"
         )
 
 
 def _check_png_out(out: str | None) -> None:
     if out is not None:
         out = Path(out)
+        if out.is_dir():
+            raise UsageError(f"--out {out} is a directory; give a file name, e.g. --out {out / 'figure.png'}")
         if out.suffix.lower() != ".png":
             raise UsageError(f"--out {out}: figures are PNG files; give a name ending in .png")
         if not out.parent.is_dir():
@@ -199,8 +284,9 @@ def _check_new_out(out: Path, *, force: bool) -> None:
         raise UsageError(f"--out {out}: cannot write in {ancestor}; choose a directory you can write to")
 
 
-def _resume_config(out: Path) -> RunConfig:
-    """The configuration of the run in ``out``, checked against its checkpoint when there is one."""
+def _resume_config(out: Path) -> tuple[RunConfig, int]:
+    """The configuration of the run in ``out``, checked against its checkpoint when there is one, and the
+    number of epochs the checkpoint holds."""
     if not out.is_dir():
         raise UsageError(f"{out}: no such run directory; start a new run without --resume")
     path = out / "config.json"
@@ -211,19 +297,28 @@ def _resume_config(out: Path) -> RunConfig:
     except (OSError, ValueError, TypeError, KeyError) as e:
         problem = f"{type(e).__name__}: {e}"
         raise UsageError(f"{path}: not a pyrovae configuration ({problem}); start over with --force") from None
-    if (out / CHECKPOINT).exists():
-        saved = load_checkpoint(out / CHECKPOINT).get("config")
-        if not isinstance(saved, dict) or _settings(saved) != _settings(asdict(config)):
-            raise UsageError(
-                f"{out / CHECKPOINT}: written with other settings than {path}; restore the original "
-                "config.json, or start over with --force"
-            )
-    return config
+    if not (out / CHECKPOINT).exists():
+        return config, 0
+    state = load_checkpoint(out / CHECKPOINT)
+    saved = state.get("config")
+    if not isinstance(saved, dict) or _settings(saved) != _settings(asdict(config)):
+        raise UsageError(
+            f"{out / CHECKPOINT}: written with other settings than {path}; restore the original "
+            "config.json, or start over with --force"
+        )
+    try:
+        done = len(state["trainer"]["history"])
+    except (KeyError, TypeError):
+        raise UsageError(
+            f"{out / CHECKPOINT}: no training history in it; restore it from a copy, or start over with --force"
+        ) from None
+    return config, done
 
 
 def _settings(config: dict) -> dict:
-    """A configuration without what ``--resume`` may change."""
+    """A configuration without what ``--resume`` may change (and the device the last session used)."""
     train = config.get("train", {})
+    config = {k: v for k, v in config.items() if k != "resolved_device"}
     return {**config, "device": None, "train": {k: None if k in RESUMABLE else v for k, v in train.items()}}
 
 

@@ -15,6 +15,7 @@ def make_guide(data_dim: int = 10, latent_dim: int = 4) -> FullCovarianceGuide:
     encoder = FullCovarianceEncoder(data_dim, latent_dim, (16,))
     with torch.no_grad():  # large off-diagonal entries, so that the test sees real correlations
         encoder.net[-1].weight.mul_(5.0)
+        encoder.net[-1].weight[2 * latent_dim :].mul_(latent_dim)  # undo the encoder's 1/D below the diagonal
     return FullCovarianceGuide(encoder)
 
 
@@ -57,3 +58,12 @@ def test_guide_site_is_in_the_data_plate():
     site = poutine.trace(make_guide()).get_trace(torch.rand(6, 10)).nodes["z"]
     assert site["fn"].batch_shape == (6,) and site["fn"].has_rsample
     assert [(f.name, f.dim) for f in site["cond_indep_stack"]] == [("data", -1)]
+
+
+@pytest.mark.parametrize("latent_dim", [5, 50])
+def test_the_entries_below_the_diagonal_start_small_whatever_the_latent_size(latent_dim: int):
+    """Scaled by 1/D, the correlated part of each row of L starts far below its diagonal entry."""
+    encoder = FullCovarianceEncoder(784, latent_dim, (400, 400))
+    _, scale_tril = encoder(torch.bernoulli(torch.full((100, 784), 0.2)))
+    below = scale_tril.tril(-1).norm(dim=-1)  # (100, D): the norm of each row below the diagonal
+    assert below.max() < 0.1 * scale_tril.diagonal(dim1=-2, dim2=-1).min()

@@ -2,8 +2,17 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro import poutine
 
-from pyrovae.inference.diagnostics import active_units, collapse_message, kl_per_dim, posterior_means, unit_activity
+from pyrovae import spec
+from pyrovae.inference.diagnostics import (
+    active_units,
+    collapse_message,
+    kl_per_dim,
+    posterior_means,
+    stochastic_latents,
+    unit_activity,
+)
 
 from conftest import make_vae
 
@@ -14,6 +23,24 @@ def test_posterior_means_are_the_encoder_means_over_all_batches():
     means = posterior_means(guide, x.split(4))
     assert set(means) == {"z"} and means["z"].shape == (10, 3)
     assert torch.allclose(means["z"], guide.encoder(x)[0])
+
+
+def test_hierarchical_means_average_over_the_upstream_latent():
+    """q(z1 | x) = N(2x, 1), q(z2 | z1) = N(0.5 z1, 1): E_q[z2 | x] = x, whatever z1 was drawn."""
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z1 = pyro.sample("z1", dist.Normal(2 * x, 1.0))
+            pyro.sample("z2", dist.Normal(0.5 * z1, 1.0))
+
+    x = torch.linspace(-1, 1, 50)
+    means = posterior_means(guide, [x], num_samples=4000)
+    assert torch.allclose(means["z1"].squeeze(-1), 2 * x)
+    error = means["z2"].squeeze(-1) - x  # Monte-Carlo error of sd 0.5 / sqrt(4000)
+    assert error.abs().max() < 4 * 0.5 / 4000**0.5
+    # one draw of z1 adds Var = 0.25 to every mean: constant data would look active
+    one_draw = posterior_means(guide, [torch.zeros(400)], num_samples=1)["z2"]
+    assert unit_activity(one_draw) > 0.1 and unit_activity(posterior_means(guide, [torch.zeros(400)])["z2"]) < 0.01
 
 
 def test_units_whose_mean_ignores_x_are_inactive():
@@ -70,3 +97,23 @@ def test_sites_without_a_factorized_kl_are_left_out():
 )
 def test_collapse_needs_no_active_units_or_almost_no_kl(active: int, kl: float, collapsed: bool):
     assert (collapse_message(active, kl) is not None) == collapsed
+
+
+@pytest.mark.parametrize(("family", "sites"), [("vae", ["z"]), ("ae", []), ("dae", [])])
+def test_point_mass_guides_have_no_latent_that_can_collapse(family: str, sites: list[str]):
+    _, guide = spec.build(family, data_dim=12)
+    assert stochastic_latents(guide, torch.bernoulli(torch.full((4, 12), 0.5))) == sites
+
+
+def test_stochastic_latents_leave_out_point_masses_and_masked_sites_only():
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("delta", dist.Delta(x, event_dim=1))
+            pyro.sample("wrapped", dist.Delta(x).to_event(1))
+            pyro.sample("normal", dist.Normal(x, 1.0).to_event(1))
+            with poutine.mask(mask=False):
+                pyro.sample("masked", dist.Normal(x, 1.0).to_event(1))
+            with poutine.mask(mask=torch.tensor([True, False, False])):
+                pyro.sample("partly_masked", dist.Normal(x, 1.0).to_event(1))
+
+    assert stochastic_latents(guide, torch.randn(3, 2)) == ["normal", "partly_masked"]

@@ -102,10 +102,10 @@ def test_unknown_gradient_and_alpha_one_are_rejected():
         make_objective("renyi", alpha=1.0)
 
 
-def _gradients(gradient: str, seed: int, model, guide, x, k: int = 5) -> dict[str, torch.Tensor]:
+def _gradients(gradient: str, seed: int, model, guide, x, k: int = 5, beta: float = 1.0) -> dict[str, torch.Tensor]:
     pyro.set_rng_seed(seed)
     with poutine.trace(param_only=True) as capture:
-        IWAE(k, gradient=gradient).differentiable_loss(model, guide, x).backward()
+        IWAE(k, gradient=gradient).differentiable_loss(model, guide, x, beta=beta, num_data=10).backward()
     params = {name: site["value"].unconstrained() for name, site in capture.trace.nodes.items()}
     grads = {name: p.grad.clone() for name, p in params.items()}
     for p in params.values():
@@ -113,13 +113,15 @@ def _gradients(gradient: str, seed: int, model, guide, x, k: int = 5) -> dict[st
     return grads
 
 
-def _guide_gradient_draws(model, guide, x, *, k: int, draws: int, is_guide_param) -> dict[str, torch.Tensor]:
+def _guide_gradient_draws(
+    model, guide, x, *, k: int, draws: int, is_guide_param, beta: float = 1.0
+) -> dict[str, torch.Tensor]:
     """``draws`` independent gradient estimates of the guide's parameters, ``(draws, P)`` per estimator."""
     out = {}
     for gradient in ("standard", "dreg"):
         rows = []
         for seed in range(draws):
-            grads = _gradients(gradient, seed, model, guide, x, k)
+            grads = _gradients(gradient, seed, model, guide, x, k, beta)
             rows.append(torch.cat([v.flatten() for name, v in grads.items() if is_guide_param(name)]))
         out[gradient] = torch.stack(rows)
     return out
@@ -134,16 +136,37 @@ def test_dreg_model_gradients_equal_the_standard_ones_draw_by_draw():
             assert torch.allclose(standard[name], dreg[name], atol=1e-5), name
 
 
-def test_dreg_guide_gradient_has_the_standard_expectation():
+@pytest.mark.parametrize("beta", [1.0, 0.3, 0.0])  # beta-scaled and masked latents keep part of the score term
+def test_dreg_guide_gradient_has_the_standard_expectation(beta: float):
     model, guide = make_vae(data_dim=6, latent_dim=2, hidden=(4,))
     x = binary(3, dim=6)
-    draws = _guide_gradient_draws(model, guide, x, k=5, draws=400, is_guide_param=lambda n: n.startswith("encoder"))
+    draws = _guide_gradient_draws(
+        model, guide, x, k=5, draws=400, is_guide_param=lambda n: n.startswith("encoder"), beta=beta
+    )
     standard, dreg = draws["standard"], draws["dreg"]
     se = (standard.var(0) / len(standard) + dreg.var(0) / len(dreg)).sqrt()
     live = se > 0  # dead ReLU units have gradient exactly 0 under both estimators
     assert torch.equal(standard[:, ~live], dreg[:, ~live]) and live.sum() > 20
     z = (standard.mean(0) - dreg.mean(0))[live] / se[live]
     assert z.abs().max() < 4.5  # same expectation, coordinate by coordinate
+
+
+def test_dreg_rejects_latent_sites_scaled_differently():
+    def model(x):
+        with data_plate(x.shape[0], None, x.device):
+            a = pyro.sample("a", dist.Normal(0.0, 1.0))
+            with poutine.scale(scale=0.5):
+                b = pyro.sample("b", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(a + b, 1.0), obs=x)
+
+    def guide(x):
+        with data_plate(x.shape[0], None, x.device):
+            pyro.sample("a", dist.Normal(0.0, 1.0))
+            with poutine.scale(scale=0.5):
+                pyro.sample("b", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(NotImplementedError, match=r"one scale for every latent site, got \[0.5, 1.0\]"):
+        IWAE(3, gradient="dreg").differentiable_loss(model, guide, torch.zeros(4))
 
 
 def test_dreg_guide_gradient_vanishes_at_the_exact_posterior():

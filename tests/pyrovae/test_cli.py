@@ -62,7 +62,8 @@ def test_evaluate_and_sample_read_the_run(amat_dir: Path, tmp_path: Path, capsys
     printed = capsys.readouterr().out
     assert "active units: z" in printed
     bounds = pd.read_csv(out / "bounds.csv")
-    assert list(bounds.columns) == ["k", "bound", "stderr", "seconds"] and bounds["k"].tolist() == [1, 5, 50]
+    assert list(bounds.columns) == ["k", "bound", "stderr", "seconds", "split", "images"]
+    assert bounds["k"].tolist() == [1, 5, 50] and set(bounds["split"]) == {"valid"} and set(bounds["images"]) == {40}
     assert bounds["bound"].is_monotonic_increasing and (bounds["stderr"] > 0).all()
     assert cli.main(["sample", str(out), "--n", "16", "--out", str(tmp_path / "s.png")]) == 0
     assert png_size(tmp_path / "s.png") == (242, 62)
@@ -75,6 +76,7 @@ def test_evaluate_limit_uses_a_subset_and_iwae_trains(amat_dir: Path, tmp_path: 
     )
     assert json.loads((out / "config.json").read_text())["train"]["iwae_gradient"] == "dreg"
     assert cli.main(["evaluate", str(out), "--k", "1", "--limit", "10"]) == 0
+    assert pd.read_csv(out / "bounds.csv")["images"].tolist() == [10]  # the datapoints evaluated, after --limit
 
 
 def test_evaluate_without_checkpoint_is_a_clear_error(tmp_path: Path, capsys):

@@ -6,11 +6,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from matplotlib.patches import Ellipse
 from PIL import Image
 
-from pyrovae import cli, figures, plots
+from pyrovae import cli, figures, latent, plots, spec
 
-from conftest import binary_images, write_amat
+from conftest import binary_images, make_vae, write_amat
 
 TINY = ["--hidden", "32", "--batch-size", "500", "--epochs", "1", "--no-progress", "--device", "cpu"]
 SIZES = {  # (width, height) in pixels: the figure sizes in pyrovae.plots / pyrovae.latent at 120 dpi
@@ -95,12 +97,68 @@ def test_snapshots_decode_the_same_z_across_resume_and_leave_training_unchanged(
     assert list(kl.columns) == ["epoch", "z[0]", "z[1]", "z[2]"] and kl["epoch"].tolist() == [1, 2]
 
 
+def curves_metrics(epochs: int) -> pd.DataFrame:
+    rows = {
+        "epoch": [1, 2],
+        "train_elbo": [-120.0, -110.0],
+        "test_elbo": [-121.0, -111.0],
+        "reconstruction": [-100, -95],
+    }
+    rows |= {"kl": [20.0, 15.0], "beta": [1.0, 1.0], "active_units": [5, 7]}
+    return pd.DataFrame(rows).iloc[:epochs]
+
+
 def test_curves_draw_the_bounds_of_evaluate_when_present():
-    metrics = pd.DataFrame(
-        {"epoch": [1, 2], "train_elbo": [-120.0, -110.0], "test_elbo": [-121.0, -111.0], "reconstruction": [-100, -95]}
-        | {"kl": [20.0, 15.0], "beta": [1.0, 1.0], "active_units": [5, 7]}
-    )
     bounds = pd.DataFrame({"k": [1, 50], "bound": [-111.0, -106.5], "stderr": [0.5, 0.4], "seconds": [0.1, 1.0]})
-    elbo_ax = plots.curves_figure(metrics, bounds).axes[0]
-    labels = [t.get_text() for t in elbo_ax.get_legend().get_texts()]
-    assert labels == ["train ELBO", "test ELBO", "L_1 = -111.00 ± 0.50 (evaluate)", "L_50 = -106.50 ± 0.40 (evaluate)"]
+    fig = plots.curves_figure(curves_metrics(2), bounds)
+    (legend,) = fig.legends  # outside the panels, where it hides no line
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == [
+        "train ELBO",
+        "test ELBO (whole split)",
+        "L_1 = -111.00 ± 0.50 (evaluate)",
+        "L_50 = -106.50 ± 0.40 (evaluate)",
+    ]
+    low, high = fig.axes[0].get_ylim()  # the highest bound clear of the top frame
+    assert low < -121.0 and high - (-106.5) > 0.05 * (high - low)
+
+
+def test_curves_say_how_many_images_the_bounds_are_on():
+    bounds = pd.DataFrame({"k": [50], "bound": [-106.5], "stderr": [0.4], "seconds": [1.0], "images": [100]})
+    (legend,) = plots.curves_figure(curves_metrics(2), bounds).legends
+    assert legend.get_texts()[-1].get_text() == "L_50 = -106.50 ± 0.40 (100 test images)"
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_curves_mark_every_epoch_on_whole_epoch_ticks(epochs: int):
+    fig = plots.curves_figure(curves_metrics(epochs))
+    curves = [line for ax in fig.axes for line in ax.lines]
+    assert len(curves) == 6 and all(line.get_marker() == "o" for line in curves)  # one epoch: still visible
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks == list(range(1, epochs + 1))
+
+
+def encoded(model, guide, x: torch.Tensor) -> figures.EncodedTestSplit:
+    site, z = latent.encode(guide, [x])
+    return figures.EncodedTestSplit(model, guide, (1, 4, 4), x, None, site, z, len(x))
+
+
+@pytest.mark.parametrize(("family", "title"), [("ae", "Codes f(x)"), ("vae", "Posterior means E_q[z | x]")])
+def test_latent_map_calls_an_autoencoders_encodings_codes(family: str, title: str):
+    model, guide = spec.build(family, data_dim=16)
+    guide.eval()
+    (ax,) = figures.DRAW["latent-map"](encoded(model, guide, torch.rand(30, 16)), figures.PlotOptions()).axes
+    assert ax.get_title().startswith(title)
+
+
+def test_latent_map_option_draws_the_models_prior_contours():
+    model, guide = make_vae(data_dim=16, latent_dim=2)
+    with torch.no_grad():
+        model.prior_scale.copy_(torch.tensor([2.0, 0.5]))
+    t = encoded(model, guide, torch.rand(30, 16))
+    (ax,) = figures.DRAW["latent-map"](t, figures.PlotOptions()).axes
+    assert not ax.patches
+    (ax,) = figures.DRAW["latent-map"](t, figures.PlotOptions(prior_contours=True)).axes
+    assert [(p.width, p.height) for p in ax.patches if isinstance(p, Ellipse)] == [(4.0, 1.0), (8.0, 2.0)]

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from matplotlib.patches import Ellipse
 
 from pyrovae.inference.diagnostics import kl_per_dim
 from pyrovae.latent import (
@@ -9,10 +10,12 @@ from pyrovae.latent import (
     interpolate,
     latent_map_figure,
     lerp,
+    manifold_figure,
     pca_2d,
     prior_quantiles,
     slerp,
     traverse,
+    traverse_figure,
 )
 from pyrovae.plots import decode
 
@@ -110,3 +113,39 @@ def test_latent_map_without_labels_has_one_colour_and_no_legend():
     (points,) = ax.collections
     assert ax.get_legend() is None and len(points.get_facecolors()) == 1
     assert "PCA" in ax.get_title()
+
+
+def test_latent_map_of_a_2d_latent_numbers_dimensions_from_0_and_names_codes_of_an_autoencoder():
+    z = torch.randn(50, 2)
+    (ax,) = latent_map_figure(z).axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("z[0]", "z[1]")
+    assert ax.get_title().startswith("Posterior means E_q[z | x]")
+    (ax,) = latent_map_figure(z, deterministic=True).axes
+    assert ax.get_title().startswith("Codes f(x)") and "E_q" not in ax.get_title()
+
+
+def test_latent_map_draws_the_priors_1_and_2_sigma_contours_beside_the_class_legend():
+    z, labels = 10 * torch.randn(60, 2), torch.arange(60) % 3
+    prior = (torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.5]))
+    (ax,) = latent_map_figure(z, labels, prior=prior).axes
+    ellipses = [p for p in ax.patches if isinstance(p, Ellipse)]
+    assert [(e.center, e.width, e.height) for e in ellipses] == [((0.0, 1.0), 2.0, 1.0), ((0.0, 1.0), 4.0, 2.0)]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["0", "1", "2"]  # the class legend survives
+    with pytest.raises(ValueError, match="D = 2"):
+        latent_map_figure(torch.randn(50, 5), prior=prior)
+
+
+def test_manifold_has_a_grid_point_at_the_prior_median_and_says_0():
+    model, _ = make_vae(data_dim=16, latent_dim=2)
+    (ax,) = manifold_figure(model, (1, 4, 4)).axes
+    quantiles = ["-1.64", "-0.60", "0.00", "0.60", "1.64"]  # the 5%, 27.5%, 50%, 72.5% and 95% quantiles
+    assert [t.get_text() for t in ax.get_xticklabels()] == quantiles
+    assert [t.get_text() for t in ax.get_yticklabels()] == quantiles[::-1]  # rows from the top
+    assert (ax.get_xlabel().split()[0], ax.get_ylabel()) == ("z[0]", "z[1]")
+
+
+def test_traverse_rows_are_labelled_z_u_from_0():
+    model, guide = make_vae(data_dim=16, latent_dim=3)
+    kl = torch.tensor([0.5, 2.0, 1.0])
+    (ax,) = traverse_figure(model, guide, torch.ones(1, 16), kl, (1, 4, 4)).axes
+    assert [t.get_text().split()[0] for t in ax.get_yticklabels()] == ["z[1]", "z[2]", "z[0]"]

@@ -1,3 +1,5 @@
+import math
+import warnings
 from pathlib import Path
 
 import pyro
@@ -112,3 +114,118 @@ def test_other_mistakes_name_their_field():
         spec.with_options(spec.load("hvae"), latent_dim=(10,))
     with pytest.raises(spec.SpecError, match=r"x\.size: missing"):
         spec.build(spec.parse(spec.tomllib.loads(VAE_SPEC)))
+
+
+def test_an_encoder_that_reads_nothing_names_the_field():
+    message = spec_error(VAE_SPEC.replace('given = ["x"], hidden = [8, 6]', "given = []"))
+    assert message.startswith(
+        'spec: latent[0].encoder.given: empty; q(z | ...) must read something, e.g. given = ["x"]'
+    )
+
+
+def test_an_encoder_that_reads_nothing_is_a_clear_cli_error(amat_dir: Path, tmp_path: Path, capsys):
+    from conftest import train
+
+    path = tmp_path / "bad.toml"
+    path.write_text(VAE_SPEC.replace('given = ["x"], hidden = [8, 6]', "given = []"))
+    assert train(amat_dir, tmp_path / "run", "--spec", str(path), "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert "spec: latent[0].encoder.given: empty" in err and "Traceback" not in err
+
+
+DELTA_SPEC = VAE_SPEC.replace('likelihood = "bernoulli"', 'likelihood = "bernoulli"\nguide = "delta"')
+
+# (what is wrong, the spec, how its one-line error starts): a wrong type or value of every field
+WRONG_FIELDS = [
+    ("corruption-int", "corruption = 3\n" + DELTA_SPEC, "spec: corruption: expected a string"),
+    ("corruption-value", 'corruption = "mask:2"\n' + DELTA_SPEC, "spec: corruption: bad corruption 'mask:2'"),
+    ("corruption-inf", 'corruption = "gaussian:inf"\n' + DELTA_SPEC, "spec: corruption: bad corruption"),
+    ("hidden-string", 'hidden = "abc"\n' + VAE_SPEC, "spec: hidden: expected hidden widths"),
+    ("hidden-bool", "hidden = [8, true]\n" + VAE_SPEC, "spec: hidden: expected hidden widths"),
+    ("encoder-hidden", VAE_SPEC.replace("[8, 6]", '"8"'), "spec: latent[0].encoder.hidden: expected hidden widths"),
+    ("x-hidden", VAE_SPEC.replace("[6, 8]", "[0]"), "spec: x.hidden: expected hidden widths"),
+    ("size-negative", VAE_SPEC.replace("size = 3", "size = -1"), "spec: latent[0].size: missing or invalid (-1)"),
+    ("size-string", VAE_SPEC.replace("size = 3", 'size = "3"'), "spec: latent[0].size: missing or invalid ('3')"),
+    ("size-bool", VAE_SPEC.replace("size = 3", "size = true"), "spec: latent[0].size: missing or invalid"),
+    ("likelihood-int", VAE_SPEC.replace('"bernoulli"', "3"), "spec: likelihood: unknown 3"),
+    ("guide-list", 'guide = ["diag"]\n' + VAE_SPEC, "spec: guide: unknown ['diag']"),
+    ("arch-int", "arch = 1\n" + VAE_SPEC, "spec: arch: unknown 1"),
+    ("activation-bool", "activation = false\n" + VAE_SPEC, "spec: activation: unknown False"),
+    ("x-given-string", VAE_SPEC.replace('given = ["z"]', 'given = "z"'), "spec: x.given: expected a list of names"),
+    ("encoder-given-string", VAE_SPEC.replace('given = ["x"]', 'given = "x"'), "spec: latent[0].encoder.given"),
+    ("prior-given-string", VAE_SPEC.replace("size = 3", 'size = 3\ngiven = "x"'), "spec: latent[0].given: expected"),
+    ("given-twice", VAE_SPEC.replace('given = ["x"]', 'given = ["x", "x"]'), "spec: latent[0].encoder.given: ['x',"),
+    ("encoder-string", VAE_SPEC.replace('{ given = ["x"], hidden = [8, 6] }', '"x"'), "spec: latent[0].encoder:"),
+    ("prior-int", VAE_SPEC.replace("size = 3", "size = 3\nprior = 3"), "spec: latent[0].prior: unknown 3"),
+    ("obs-scale-string", 'obs_scale = "a"\n' + VAE_SPEC, "spec: obs_scale: expected a positive number, got 'a'"),
+    ("obs-scale-nan", "obs_scale = nan\n" + VAE_SPEC, "spec: obs_scale: expected a positive number, got nan"),
+    ("min-obs-scale-inf", "min_obs_scale = inf\n" + VAE_SPEC, "spec: min_obs_scale: expected a positive number"),
+    ("unknown-top-key", "latent_dim = 3\n" + VAE_SPEC, "spec: unknown keys ['latent_dim']; allowed:"),
+    ("description-int", "description = 3\n" + VAE_SPEC, "spec: description: expected a string, got 3"),
+    ("inputs-int", "inputs = 3\n" + VAE_SPEC, "spec: inputs: expected name = number of classes"),
+    ("inputs-bool", "inputs = { y = true }\n" + VAE_SPEC, "spec: inputs: expected name = number of classes"),
+    ("inputs-name", "inputs = { x = 10 }\n" + VAE_SPEC, "spec: inputs: invalid names ['x']"),
+    ("latent-name", VAE_SPEC.replace('name = "z"', 'name = "data"'), "spec: latent[0].name: missing or invalid"),
+    ("latent-not-array", 'likelihood = "bernoulli"\nlatent = 3\n[x]\ngiven = ["z"]', "spec: latent: expected an array"),
+    ("latent-entry", 'likelihood = "bernoulli"\nlatent = [3]\n[x]\ngiven = ["z"]', "spec: latent[0]: expected a table"),
+    ("x-not-table", "x = 3\n" + VAE_SPEC.split("[x]")[0], "spec: x: expected a table"),
+    ("x-size-bool", VAE_SPEC.replace("[x]", "[x]\nsize = true"), "spec: x.size: expected a positive integer"),
+    ("x-size-negative", VAE_SPEC.replace("[x]", "[x]\nsize = -1"), "spec: x.size: expected a positive integer"),
+]
+
+
+@pytest.mark.parametrize(("text", "start"), [case[1:] for case in WRONG_FIELDS], ids=[c[0] for c in WRONG_FIELDS])
+def test_a_wrong_field_is_one_line_naming_it(text: str, start: str):
+    message = spec_error(text)
+    assert message.startswith(start) and "\n" not in message
+
+
+def test_the_python_api_checks_the_corruption_too():
+    with pytest.raises(spec.SpecError, match="spec: corruption: expected a string"):
+        spec.with_options(spec.load("dae"), corruption=3)
+
+
+# A hierarchical prior p(z2) p(z1 | z2) with a mean-field guide q(z1 | x) q(z2 | x), z1 first in the file
+HIERARCHICAL_PRIOR = """
+likelihood = "bernoulli"
+hidden = [6]
+[[latent]]
+name = "z1"
+size = 3
+given = ["z2"]
+encoder = { given = ["x"] }
+[[latent]]
+name = "z2"
+size = 2
+encoder = { given = ["x"] }
+[x]
+given = ["z1"]
+"""
+
+
+def test_a_mean_field_guide_samples_in_the_models_order_and_trains_with_mf_elbo():
+    s = spec.parse(spec.tomllib.loads(HIERARCHICAL_PRIOR))
+    assert s.mean_field
+    model, guide = spec.build(s, data_dim=12)
+    assert [n.site for n in guide.nodes] == [n.site for n in model.latents] == ["z2", "z1"]
+    x = torch.bernoulli(torch.full((5, 12), 0.4))
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), make_objective("mf-elbo"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pyro: "Failed to verify mean field restriction on the guide"
+        loss = svi.step(x, num_data=100)
+    assert math.isfinite(loss)
+
+
+def test_the_guide_order_follows_the_model_where_its_dependencies_allow():
+    latent = '[[latent]]\nname = "{}"\nsize = 2\ngiven = {}\nencoder = {{ given = {} }}\n'
+    text = 'likelihood = "bernoulli"\n' + "".join(
+        latent.format(name, prior, encoder)
+        for name, prior, encoder in [
+            ("a", '["c"]', '["x", "b"]'),  # q(a | x, b): after b whatever the model does
+            ("b", '["a"]', '["x"]'),
+            ("c", "[]", '["x"]'),
+        ]
+    )
+    model, guide = spec.build(spec.parse(spec.tomllib.loads(text + '[x]\ngiven = ["b"]\n')), data_dim=4)
+    assert [n.site for n in model.latents] == ["c", "a", "b"]
+    assert [n.site for n in guide.nodes] == ["c", "b", "a"]

@@ -40,6 +40,7 @@ def fails(argv: list[str], message: str, capsys) -> None:
     ("options", "message"),
     [
         (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+        (["--epochs", "-3"], "--epochs must be a positive integer, got -3"),
         (["--batch-size", "-5"], "--batch-size must be a positive integer"),
         (["--latent-dim", "0"], "--latent-dim must be a positive integer"),
         (["--particles", "0"], "--particles must be a positive integer"),
@@ -47,7 +48,13 @@ def fails(argv: list[str], message: str, capsys) -> None:
         (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
         (["--clip-norm", "-1"], "--clip-norm must be a finite number > 0"),
         (["--beta", "-0.5"], "--beta must be a finite number >= 0"),
-        (["--kl-anneal", "linear:0"], "--kl-anneal: bad KL annealing schedule 'linear:0'"),
+        (["--kl-anneal", "linear:0"], "--kl-anneal linear:0: STEPS must be a positive integer"),
+        (["--kl-anneal", "cyclical:10:2"], "--kl-anneal cyclical:10:2: RATIO must be a number in (0, 1]"),
+        (["--kl-anneal", "cyclical:0"], "--kl-anneal cyclical:0: PERIOD must be a positive integer"),
+        (["--kl-anneal", "cosine"], "--kl-anneal: bad KL annealing schedule 'cosine'; use one of constant"),
+        (["--likelihood", "gaussian", "--obs-scale", "1e-50"], "--obs-scale (or the spec's obs_scale) is 1e-50;"),
+        (["--likelihood", "gaussian", "--obs-scale", "inf"], "--obs-scale (or the spec's obs_scale) is inf;"),
+        (["--min-obs-scale", "1e-30"], "--min-obs-scale (or the spec's min_obs_scale) is 1e-30;"),
         (["--seed", "-1"], "--seed must be in 0 .. 4294967295"),
         (["--objective", "renyi", "--alpha", "1"], "--alpha must be finite and not 1"),
         (["--device", "gpu"], "unknown device 'gpu'; choose from auto, cpu, cuda, cuda:N"),
@@ -72,12 +79,57 @@ def test_cuda_without_cuda_is_refused(tmp_path: Path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("option", [["--dataset", "cifar"], ["--activation", "sigmoid"], ["--objective", "iwa"]])
-def test_unknown_choices_list_the_choices(tmp_path: Path, capsys, option: list[str]):
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar' (choose from"),
+        (["--activation", "sigmoid"], "argument --activation: invalid choice: 'sigmoid' (choose from"),
+        (["--objective", "iwa"], "argument --objective: invalid choice: 'iwa' (choose from"),
+        (["--model", "vqvae"], "argument --model: invalid choice: 'vqvae' (choose from"),
+        (["--likelihood", "poisson"], "argument --likelihood: invalid choice: 'poisson' (choose from"),
+        (["--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
+        (["--hidden", "400,x"], "argument --hidden: expected comma-separated integers, got '400,x'"),
+        (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ],
+)
+def test_argument_errors_are_one_line_with_the_choices(tmp_path: Path, capsys, option: list[str], message: str):
     with pytest.raises(SystemExit) as e:
         cli.main(["train", "--out", str(tmp_path / "run"), *option])
-    assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(f"pyrovae: error: {message}") and err.count("\n") == 1, err
+    assert err.endswith("; see pyrovae train --help\n") and "usage:" not in err
+    if "choice" in message:  # every valid choice is listed
+        choices = {"--dataset": cli.DATASETS, "--activation": cli.ACTIVATIONS, "--objective": cli.OBJECTIVES}
+        choices |= {"--model": cli.MODELS, "--likelihood": cli.LIKELIHOODS}
+        assert all(repr(c) in err for c in choices[option[0]])
     assert not (tmp_path / "run").exists()
+
+
+def test_help_is_the_full_usage_and_every_train_option_states_its_default_once(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith("usage: pyrovae train [-h] --out OUT")
+    helps = {}  # option -> its help text on one line
+    for block in out.split("\n  --")[1:]:
+        option, _, text = block.partition(" ")
+        helps["--" + option] = " ".join(text.split())
+    assert "default: None" not in out and all(text.count("default:") <= 1 for text in helps.values()), helps
+    expected = {"--epochs": "50", "--seed": "0", "--model": "vae", "--latent-dim": "20", "--hidden": "400,400"}
+    expected |= {"--activation": "relu", "--likelihood": "bernoulli", "--obs-scale": "0.1", "--guide": "diag"}
+    expected |= {"--arch": "mlp", "--clip-norm": "none", "--batch-size": "100", "--lr": "0.001"}
+    for option, default in expected.items():
+        assert f"(default: {default}" in helps[option], (option, helps[option])
+    flags = {"--out", "--resume", "--force", "--no-progress"}  # required, or a switch
+    assert all("default:" in text for option, text in helps.items() if option not in flags), helps
+
+
+def test_a_missing_command_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "pyrovae: error: the following arguments are required: COMMAND; see pyrovae --help\n"
 
 
 @pytest.mark.parametrize(
@@ -132,6 +184,8 @@ def other_settings(run: Path) -> None:
         (lambda run: (run / "config.json").unlink(), [], "config.json: not found, so"),
         (lambda run: (run / "config.json").write_text("{"), [], "config.json: not a pyrovae configuration"),
         (corrupt_checkpoint, [], "checkpoint.pt: not a readable checkpoint"),
+        (corrupt_checkpoint, [], "restore it from a copy, or start the run over with pyrovae train --out"),
+        (None, ["--epochs", "1"], "run already has 1 epochs; pass --epochs N with N > 1 to train on"),
         (other_settings, [], "checkpoint.pt: written with other settings than"),
         (foreign_checkpoint, [], "checkpoint.pt: does not fit"),
     ],
@@ -164,6 +218,10 @@ def test_existing_out_with_force_must_be_a_directory(tmp_path: Path, capsys):
         (["sample", "{run}", "--n", "0"], "--n must be a positive integer"),
         (["sample", "{run}", "--out", "{tmp}/grid.jpg"], "figures are PNG files"),
         (["sample", "{run}", "--out", "{tmp}/no/grid.png"], "no directory"),
+        (["sample", "{run}", "--out", "{tmp}/corrupt"], "--out {tmp}/corrupt is a directory; give a file name"),
+        (["plot", "{run}", "--kind", "curves", "--out", "{tmp}"], "--out {tmp} is a directory; give a file name"),
+        (["sample", "{run}", "--label", "3"], "--label applies to label-conditioned models"),
+        (["plot", "{run}", "--kind", "arithmetic", "--classes", "1,2,10"], "--classes 1,2,10: classes are 0..9"),
         (["sample", "{corrupt}"], "checkpoint.pt: not a readable checkpoint"),
     ],
 )
@@ -174,5 +232,6 @@ def test_bad_evaluate_and_sample_input(trained, tmp_path: Path, capsys, argv: li
     names = {"{tmp}": str(tmp_path), "{run}": str(trained[1]), "{corrupt}": str(corrupt)}
     for key, value in names.items():
         argv = [a.replace(key, value) for a in argv]
+        message = message.replace(key, value)
     fails(argv, message, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt"]
