@@ -46,9 +46,11 @@ def run(command: list[str]) -> None:
 def train_and_evaluate(name: str, options: list[str], args: argparse.Namespace) -> dict:
     out = args.runs / name.replace(" ", "_").replace("(", "").replace(")", "").replace("=", "")
     resume = ["--resume"] if (out / "checkpoint.pt").exists() else []  # a killed benchmark continues
+    done = len(pd.read_csv(out / "metrics.csv")) if resume else 0
     settings = ["--dataset", "binarized-mnist", "--data-dir", args.data_dir, "--batch-size", "100", "--lr", "1e-3"]
-    run(["pyrovae", "train", "--out", str(out), "--epochs", str(args.epochs), "--device", args.device,
-         "--no-progress", *(resume or [*settings, *ARCH, *options])])  # fmt: skip
+    if done < args.epochs:
+        run(["pyrovae", "train", "--out", str(out), "--epochs", str(args.epochs), "--device", args.device,
+             "--no-progress", *(resume or [*settings, *ARCH, *options])])  # fmt: skip
     metrics = pd.read_csv(out / "metrics.csv")
     run(["pyrovae", "evaluate", str(out), "--k", "1", "--device", args.device])
     elbo_full = pd.read_csv(out / "bounds.csv").set_index("k").loc[1, "bound"]

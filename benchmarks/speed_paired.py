@@ -1,0 +1,104 @@
+"""Training throughput of pyrovae against plain PyTorch, epoch by epoch in one process.
+
+    python benchmarks/speed_paired.py --data-dir ../shared/data/binarized_mnist [--rounds 7]
+
+``speed.py`` runs every measurement in its own process, as a user would; on a
+shared machine whose speed drifts by tens of percent from minute to minute, its
+ratios carry that drift. Here the three loops of ``speed.py`` (``pyrovae train``'s
+``Trainer.train_epoch``, the plain loop and the tuned plain loop, on the same data
+and architecture) run in one process, one epoch each in turn, for ``--rounds``
+rounds after a warm-up round: a slow spell of the machine then hits neighbouring
+epochs of all three. The ratio of each round is taken, and the table gives their
+median and range. All three run with pyrovae's malloc settings (they share the process).
+Writes ``benchmarks/results/speed_paired.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+from pathlib import Path
+
+import pandas as pd
+import pyro
+import torch
+
+from pyrovae.cli import keep_freed_memory
+from pyrovae.inference import TrainConfig, Trainer
+
+from speed import TRAINING, _plain_epoch, _setup
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def paired_rounds(args: argparse.Namespace, name: str) -> dict[str, list[float]]:
+    """Examples/s of each loop in each round (the warm-up round dropped)."""
+    objective, k = TRAINING[name]
+    data, model, guide = _setup(args, args.train_images)
+    pyro.clear_param_store()
+    trainer = Trainer(model, guide, data, TrainConfig(batch_size=args.batch_size, objective=objective, particles=k),
+                      progress=False)  # fmt: skip
+    _, plain_model, plain_guide = _setup(args, 1)  # fresh networks with the same initial weights
+    plain = {
+        tuned: torch.optim.Adam([*plain_model.parameters(), *plain_guide.parameters()], lr=1e-3, fused=tuned or None)
+        for tuned in (False, True)
+    }
+    n = data.split("train").shape[0]
+    speeds: dict[str, list[float]] = {"pyrovae": [], "plain": [], "plain tuned": []}
+    for _ in range(args.rounds + 1):
+        speeds["pyrovae"].append(n / trainer.train_epoch()["seconds"])
+        with pyro.validation_enabled(False):
+            for tuned, optimizer in plain.items():
+                seconds = _plain_epoch(plain_model, plain_guide, optimizer, data, args, objective, k, tuned)
+                speeds["plain tuned" if tuned else "plain"].append(n / seconds)
+    return {impl: s[1:] for impl, s in speeds.items()}
+
+
+def row(name: str, speeds: dict[str, list[float]]) -> dict:
+    ratios = {
+        ref: [p / q for p, q in zip(speeds["pyrovae"], speeds[ref], strict=True)] for ref in ("plain", "plain tuned")
+    }
+    return {
+        "configuration": f"train {name}, batch 100",
+        "pyrovae examples/s (median)": statistics.median(speeds["pyrovae"]),
+        "plain examples/s (median)": statistics.median(speeds["plain"]),
+        "ratio to plain: median (min-max)": "{:.2f} ({:.2f}-{:.2f})".format(
+            statistics.median(ratios["plain"]), min(ratios["plain"]), max(ratios["plain"])),
+        "ratio to plain tuned: median (min-max)": "{:.2f} ({:.2f}-{:.2f})".format(
+            statistics.median(ratios["plain tuned"]), min(ratios["plain tuned"]), max(ratios["plain tuned"])),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default="../shared/data/binarized_mnist")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--train-images", type=int, default=5_000, help="seeded subset of the training split")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds, after one warm-up round")
+    parser.add_argument("--configurations", default=",".join(TRAINING), help="comma-separated subset")
+    args = parser.parse_args()
+    args.batch_size = 100
+    keep_freed_memory()
+    rows = [row(name, paired_rounds(args, name)) for name in args.configurations.split(",")]
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.machine()} CPU"
+    report = f"""# Speed, paired: pyrovae and plain PyTorch epochs in turn, in one process
+
+- machine: {device}, {torch.get_num_threads()} torch threads, device `{args.device}`, torch {torch.__version__}
+- date: {datetime.date.today()}
+- command: `python benchmarks/speed_paired.py --data-dir {args.data_dir} --device {args.device} \
+--train-images {args.train_images} --rounds {args.rounds}`
+- the loops of [speed.md](speed.md) (784-400-400-50 ReLU, batch 100, Adam lr 1e-3, static binarized MNIST,
+  {args.train_images:,} training images), one epoch each in turn, {args.rounds} rounds after a warm-up
+  round; the ratio of each round, its median and range over the rounds
+
+{pd.DataFrame(rows).round(1).to_markdown(index=False)}
+"""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "speed_paired.md").write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
