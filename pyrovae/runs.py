@@ -385,6 +385,7 @@ def evaluate_run(
 
     ``bounds.csv`` has a row per k: ``k``, ``bound``, ``stderr``, ``seconds``,
     ``split`` and ``images`` (the number of datapoints evaluated, after ``limit``).
+    The particles are drawn from the run's seed, so evaluating twice gives the same table.
 
     An autoencoder has no density over x, so its bounds are not applicable: the
     table is then ``None`` and no ``bounds.csv`` is written (active units still are).
@@ -399,6 +400,7 @@ def evaluate_run(
     if not run.model.probabilistic:
         return None, active_units(run.guide, batches())
 
+    pyro.set_rng_seed(run.config.train.seed)  # the same run evaluates to the same numbers (on one device)
     table = pd.DataFrame(bound_table(run.model, run.guide, batches, ks, chunk_size=chunk_size))
     images = data.split(split).shape[0]
     table["split"] = split

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyro
 import pytest
 from PIL import Image
 
@@ -65,6 +66,9 @@ def test_evaluate_and_sample_read_the_run(amat_dir: Path, tmp_path: Path, capsys
     assert list(bounds.columns) == ["k", "bound", "stderr", "seconds", "split", "images"]
     assert bounds["k"].tolist() == [1, 5, 50] and set(bounds["split"]) == {"valid"} and set(bounds["images"]) == {40}
     assert bounds["bound"].is_monotonic_increasing and (bounds["stderr"] > 0).all()
+    pyro.set_rng_seed(123)  # whatever the global RNG, the run's seed draws the particles
+    assert cli.main(["evaluate", str(out), "--split", "valid", "--k", "1,5,50", "--chunk-size", "20"]) == 0
+    assert pd.read_csv(out / "bounds.csv")["bound"].tolist() == bounds["bound"].tolist()
     assert cli.main(["sample", str(out), "--n", "16", "--out", str(tmp_path / "s.png")]) == 0
     assert png_size(tmp_path / "s.png") == (242, 62)
 
