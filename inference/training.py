@@ -50,7 +50,7 @@ METRICS = ("epoch", "train_elbo", "test_elbo", "reconstruction", "kl", "beta", "
 class TrainConfig:
     """Settings of one training run (all of them go into ``config.json``)."""
 
-    epochs: int = 50  # passes over the training split (50 x 4,500 mnist-5k digits: ~40 s on 2 cores, evaluation included)
+    epochs: int = 50  # passes over the training split (50 x 4,500 mnist-5k digits: ~40 s on 2 cores with evaluation)
     batch_size: int = 100  # datapoints per SVI step
     lr: float = 1e-3  # Adam learning rate
     objective: str = "elbo"  # a name in pyrovae.inference.objectives.OBJECTIVES
