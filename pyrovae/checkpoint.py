@@ -17,6 +17,8 @@ from typing import IO, Any
 
 import torch
 
+from pyrovae.errors import one_line
+
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1  # bumped when the checkpoint layout changes
 
@@ -88,8 +90,7 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises several types for a damaged file
-        problem = " ".join(f"{type(e).__name__}: {e}".split())[:200]  # one line
-        raise CheckpointError(f"{path}: not a readable checkpoint ({problem}); {fix}") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({one_line(e)}); {fix}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a pyrovae checkpoint of format {FORMAT}; {fix}")
     return state

@@ -23,6 +23,8 @@ import re
 import sys
 from collections.abc import Sequence
 
+from pyrovae.errors import is_out_of_memory, one_line
+
 DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")  # == pyrovae.data.DATASETS
 OBJECTIVES = ("elbo", "mf-elbo", "iwae", "renyi")  # == pyrovae.inference.objectives.OBJECTIVES
 ACTIVATIONS = ("relu", "softplus", "tanh", "elu")  # == pyrovae.nets.ACTIVATIONS
@@ -316,27 +318,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # before training started, or a second Ctrl-C
         return _fail("interrupted", 130, "stopped")
     except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
-        if not _out_of_memory(e):
+        if not is_out_of_memory(e):
             raise
         return _fail(_memory_message(e, args), 1)
     except ValueError as e:  # not one of pyrovae's own errors: a check is missing somewhere
         if os.environ.get("PYROVAE_TRACEBACK"):
             raise
         return _fail(
-            f"unexpected {_one_line(e)}. This is a bug in pyrovae: please report it with the command line "
+            f"unexpected {one_line(e, 300)}. This is a bug in pyrovae: please report it with the command line "
             "(PYROVAE_TRACEBACK=1 shows the traceback); the files of the run are intact",
             1,
         )
     return 0
-
-
-OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|cannot allocate memory", re.IGNORECASE)
-
-
-def _out_of_memory(e: BaseException) -> bool:
-    import torch
-
-    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or bool(OUT_OF_MEMORY.search(str(e)))
 
 
 def _memory_message(e: BaseException, args: argparse.Namespace) -> str:
@@ -347,7 +340,7 @@ def _memory_message(e: BaseException, args: argparse.Namespace) -> str:
     elif match := re.search(r"[Tt]ried to allocate ([\d.]+ \w+)", text):  # CUDA's
         wanted = f"could not allocate {match.group(1)}"
     else:
-        wanted = _one_line(e)
+        wanted = one_line(e, 300)
     on_cpu = " (or --device cpu)" if "CUDA" in text else ""
     if args.command == "train":
         from pathlib import Path
@@ -371,10 +364,6 @@ def _memory_message(e: BaseException, args: argparse.Namespace) -> str:
     else:
         fix = f"the run is unchanged{'; try --device cpu' if on_cpu else ''}"
     return f"out of memory ({wanted}): {fix}"
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(f"{type(e).__name__}: {e}".split())[:300]
 
 
 def keep_freed_memory() -> bool:

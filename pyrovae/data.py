@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pyrovae.errors import one_line
+
 DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")
 LABELLED = ("mnist-5k", "mnist", "fashion-mnist")  # the data sets with class labels
 AMAT_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{}.amat"
@@ -294,11 +296,11 @@ def _load_torchvision(name: str, root: Path) -> tuple[dict[str, torch.Tensor], d
             if _has_raw(cls, root):  # the files are there (perhaps just extracted) but torchvision cannot read them
                 _check_idx_files(name, *paths)
                 raise DataError(
-                    f"{raw}: torchvision cannot read the {name} files ({_one_line(e)}); "
+                    f"{raw}: torchvision cannot read the {name} files ({one_line(e)}); "
                     f"replace {expected_files(name)} with intact copies"
                 ) from None
             raise DataError(
-                f"{root}: {name} files missing or damaged, and the download failed ({_one_line(e)}); "
+                f"{root}: {name} files missing or damaged, and the download failed ({one_line(e)}); "
                 f"put intact {expected_files(name)} in {root}"
             ) from None
         images, targets = ds.data, ds.targets
@@ -367,11 +369,6 @@ def _check_torchvision_split(name: str, paths: tuple[Path, Path], images: torch.
             f"{label_path}: label {int(targets[bad][0])} is not a class 0..{MNIST_CLASSES - 1}; "
             f"{_replace(name, label_path)}"
         )
-
-
-def _one_line(e: BaseException) -> str:
-    """An exception as one short line."""
-    return " ".join(f"{type(e).__name__}: {e}".split())[:200]
 
 
 def check_splits(

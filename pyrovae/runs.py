@@ -33,6 +33,7 @@ from torch import nn
 from pyrovae import spec
 from pyrovae.checkpoint import CHECKPOINT, CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
 from pyrovae.data import Dataset, batch_args, load_dataset
+from pyrovae.errors import is_out_of_memory
 from pyrovae.inference.bounds import bound_table
 from pyrovae.inference.diagnostics import active_units
 from pyrovae.inference.training import METRICS, Diverged, TrainConfig, Trainer, load_params, register_params
@@ -360,7 +361,7 @@ def _fits(path: Path) -> Iterator[None]:
     try:
         yield
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        if isinstance(e, torch.OutOfMemoryError) or "allocate memory" in str(e):
+        if is_out_of_memory(e):
             raise  # not the checkpoint's fault
         raise CheckpointError(f"{path}: does not fit this version of pyrovae or this run ({e})") from None
 

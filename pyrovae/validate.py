@@ -177,7 +177,7 @@ def check_sample(args: argparse.Namespace) -> None:
     check_device(args.device)
     _positive_int(n=args.n)
     _check_png_out(args.out)
-    model = _run_model(Path(args.run_dir))
+    _, model = _run_config_and_model(Path(args.run_dir))
     if model is None or args.label is None:
         return
     if not model.inputs:
@@ -200,13 +200,9 @@ def check_plot(args: argparse.Namespace) -> None:
         _check_plottable(Path(args.run_dir), args.kind)
 
 
-def _run_model(run_dir: Path) -> spec.ModelSpec | None:
-    """The model of the run in ``run_dir`` by its ``config.json``; None when that cannot be read (loading
-    the run then reports the missing or damaged file)."""
-    return _run_config_and_model(run_dir)[1]
-
-
 def _run_config_and_model(run_dir: Path) -> tuple[RunConfig | None, spec.ModelSpec | None]:
+    """The configuration and model of the run in ``run_dir`` by its ``config.json``; ``(None, None)`` when
+    that cannot be read (loading the run then reports the missing or damaged file)."""
     try:
         config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
         return config, model_spec(config)
