@@ -51,17 +51,40 @@ class Cyclical:
 
 
 def parse_schedule(spec: str, beta: float) -> Callable[[int], float]:
-    """Turn ``spec`` (see :data:`SCHEDULES`) into a schedule ending at ``beta``."""
-    name, *params = spec.split(":")
+    """Turn ``spec`` (see :data:`SCHEDULES`) into a schedule ending at ``beta``.
+
+    :raises ValueError: naming the part of ``spec`` that is wrong, ``spec`` first.
+    """
     try:
-        if name == "constant" and not params:
-            return Constant(beta)
-        if name == "linear" and len(params) == 1 and int(params[0]) > 0:
-            return LinearWarmup(beta, int(params[0]))
-        if name == "cyclical" and len(params) in (1, 2):
-            period, ratio = int(params[0]), float(params[1]) if len(params) == 2 else 0.5
-            if period > 0 and 0 < ratio <= 1:
-                return Cyclical(beta, period, ratio)
+        return _parse(spec, beta)
+    except ValueError as e:
+        raise ValueError(f"{e} (schedules: {', '.join(SCHEDULES)})") from None
+
+
+def _parse(spec: str, beta: float) -> Callable[[int], float]:
+    name, *params = spec.split(":")
+    if name == "constant" and not params:
+        return Constant(beta)
+    if name == "linear" and len(params) == 1:
+        if not (params[0].isdigit() and int(params[0]) > 0):
+            raise ValueError(f"{spec}: STEPS must be a positive integer (steps to warm beta up), e.g. linear:10000")
+        return LinearWarmup(beta, int(params[0]))
+    if name == "cyclical" and len(params) in (1, 2):
+        if not (params[0].isdigit() and int(params[0]) > 0):
+            raise ValueError(f"{spec}: PERIOD must be a positive integer (steps per cycle), e.g. cyclical:10000")
+        ratio = _number(params[1]) if len(params) == 2 else 0.5
+        if not 0 < ratio <= 1:
+            raise ValueError(
+                f"{spec}: RATIO must be a number in (0, 1], the fraction of each cycle spent rising from 0 to beta, "
+                f"e.g. cyclical:{params[0]}:0.5"
+            )
+        return Cyclical(beta, int(params[0]), ratio)
+    raise ValueError(f"{spec}: not a KL annealing schedule")
+
+
+def _number(text: str) -> float:
+    """``text`` as a float; NaN (outside every range) when it is not a number."""
+    try:
+        return float(text)
     except ValueError:
-        pass
-    raise ValueError(f"bad KL annealing schedule {spec!r}; use one of {', '.join(SCHEDULES)}")
+        return float("nan")

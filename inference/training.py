@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyrovae.data import Dataset, batch_args
+from pyrovae.errors import FLOAT32_MAX, FieldError, check_choice, check_float, check_int, check_type
 from pyrovae.inference.annealing import parse_schedule
 from pyrovae.inference.diagnostics import (
     PosteriorCollapseWarning,
@@ -40,8 +41,9 @@ from pyrovae.inference.diagnostics import (
     stochastic_latents,
 )
 from pyrovae.inference.evaluation import evaluate_elbo
+from pyrovae.inference.iwae import GRADIENTS
 from pyrovae.inference.log_weights import elbo_terms
-from pyrovae.inference.objectives import make_objective
+from pyrovae.inference.objectives import OBJECTIVES, make_objective
 
 METRICS = ("epoch", "train_elbo", "test_elbo", "reconstruction", "kl", "beta", "train_loss", "seconds", "active_units")
 
@@ -63,6 +65,28 @@ class TrainConfig:
     eval_batch_size: int = 1000  # chunk size of the per-epoch ELBO evaluation
     log_every: int = 50  # steps between progress-bar refreshes and NaN checks (the only host syncs)
     clip_norm: float | None = None  # largest gradient norm of the per-datapoint loss; None: no clipping
+
+    def __post_init__(self) -> None:
+        """Every setting of the right type and in range, else a :class:`~pyrovae.errors.FieldError` naming it."""
+        for name in ("epochs", "batch_size", "particles", "eval_batch_size", "log_every"):
+            check_int(name, getattr(self, name))
+        check_int("seed", self.seed, low=0, high=2**32 - 1)  # numpy's seeds
+        check_float("lr", self.lr, positive=True)
+        if self.clip_norm is not None:
+            check_float("clip_norm", self.clip_norm, positive=True)
+        check_float("beta", self.beta)  # a float32 poutine.scale: 1e300 would be infinite
+        check_float("alpha", self.alpha, low=-FLOAT32_MAX)
+        if self.alpha == 1:
+            raise FieldError(
+                "alpha", "must be finite and not 1 (the Renyi bound of order 1 is the ELBO: use objective elbo)"
+            )
+        check_choice("objective", self.objective, OBJECTIVES)
+        check_choice("iwae_gradient", self.iwae_gradient, GRADIENTS)
+        check_type("kl_anneal", self.kl_anneal, str, "a schedule such as constant, linear:STEPS or cyclical:PERIOD")
+        try:
+            parse_schedule(self.kl_anneal, self.beta)
+        except ValueError as e:
+            raise FieldError("kl_anneal", str(e)) from None
 
 
 class Diverged(ArithmeticError):
@@ -330,13 +354,17 @@ def _collapse_message(row: dict) -> str | None:
 
 
 def _rng_state() -> dict:
+    """Pyro's RNG states (torch, Python's random, numpy) as tensors and plain values, for a weights-only load."""
     state = pyro.util.get_rng_state()
+    name, key, *rest = state["numpy"]  # key: numpy's uint32 array, held as int64 (torch has no uint32 ops)
+    state["numpy"] = (name, torch.from_numpy(key.astype(np.int64)), *rest)
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict) -> None:
-    pyro.util.set_rng_state(state)
+    name, key, *rest = state["numpy"]
+    pyro.util.set_rng_state({**state, "numpy": (name, np.asarray(key, dtype=np.int64).astype(np.uint32), *rest)})
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

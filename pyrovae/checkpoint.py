@@ -1,29 +1,40 @@
-"""Atomic file writes and checkpoints.
+"""Atomic file writes and checkpoints that load without running code.
 
 Every file a run writes goes through :func:`atomic_write`: the bytes go to a
 temporary file in the same directory, are flushed to disk, and the temporary
 file is renamed over the target. A crash at any moment leaves either the old
 file or the new one, never half of one.
+
+A checkpoint holds tensors and plain Python values only (numbers, strings,
+lists, tuples, dicts), and is read with ``torch.load(weights_only=True)``: its
+unpickler builds nothing else, so a checkpoint made to run code when unpickled
+(an object whose ``__reduce__`` calls ``os.system``) is refused, never run.
+Checkpoints of format 1 (pyrovae 0.1.0 before this) held numpy's RNG state as
+a ``uint32`` array; they are read with numpy's array type allowed as well (it
+builds arrays of numbers and nothing else) and converted.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import pickle
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import torch
 
-from pyrovae.errors import one_line
+from pyrovae.errors import InputError, one_line
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 1  # bumped when the checkpoint layout changes
+FORMAT = 2  # bumped when the checkpoint layout changes; 2: numpy's RNG state as a tensor
+LEGACY_FORMAT = 1  # numpy's RNG state as an array: read with numpy's array globals allowed, then converted
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint is missing, unreadable or does not fit; the message names the file."""
 
 
@@ -79,18 +90,84 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint onto the CPU, with a clear error for a missing or corrupt file."""
+    """Load a checkpoint onto the CPU without unpickling anything but tensors and plain values.
+
+    :raises CheckpointError: for a missing, damaged or foreign file, one that would
+        need unpickling (refused, never run), or parameters that are not finite.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint here (was the run started with this --out?)")
-    fix = (
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # it holds objects other than tensors and plain values
+        state = _load_legacy(path)
+    except Exception as e:  # torch raises several types for a damaged file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({one_line(e)}); {_fix(path)}") from None
+    if not isinstance(state, dict) or state.get("format") not in (FORMAT, LEGACY_FORMAT):
+        raise CheckpointError(f"{path}: not a pyrovae checkpoint of format {FORMAT}; {_fix(path)}")
+    if state["format"] == LEGACY_FORMAT:
+        state = _convert_legacy(path, state)
+    _check_finite(path, state)
+    return state
+
+
+def _fix(path: Path) -> str:
+    return (
         f"restore it from a copy, or start the run over with pyrovae train --out {path.parent} --force "
         "(and the run's options)"
     )
+
+
+# What format 1 pickled besides tensors and plain values: numpy's RNG state, a uint32 array.
+_LEGACY_GLOBALS = {"numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct", "numpy.ndarray"}
+_LEGACY_GLOBALS |= {"numpy.dtype", "numpy.dtypes.UInt32DType"}
+
+
+def _load_legacy(path: Path) -> dict:
+    """A format-1 checkpoint, whose only non-plain objects are numpy arrays of numbers; anything else is refused."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises several types for a damaged file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({one_line(e)}); {fix}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a pyrovae checkpoint of format {FORMAT}; {fix}")
-    return state
+        found = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception as e:  # not torch's zip format: a damaged or foreign file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({one_line(e)}); {_fix(path)}") from None
+    if not found <= _LEGACY_GLOBALS:
+        objects = ", ".join(sorted(found - _LEGACY_GLOBALS)[:3])
+        raise CheckpointError(
+            f"{path}: not a plain pyrovae checkpoint: it holds Python objects ({objects}) that only unpickling "
+            "could build, and pyrovae will not unpickle it (loading a run directory never runs code from it); "
+            "use a checkpoint written by pyrovae train"
+        )
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+
+    allowed = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), _reconstruct]
+    allowed.append((_reconstruct, "numpy.core.multiarray._reconstruct"))  # as numpy < 2 pickled it
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # e.g. an array of Python objects: its dtype is not allowed
+        raise CheckpointError(f"{path}: not a plain pyrovae checkpoint ({one_line(e)}); {_fix(path)}") from None
+
+
+def _convert_legacy(path: Path, state: dict) -> dict:
+    """Format 1 to format 2: numpy's RNG state ``(name, uint32 array, pos, has_gauss, gauss)`` with a tensor."""
+    try:
+        name, key, *rest = state["trainer"]["rng"]["numpy"]
+        numpy_state = (name, torch.from_numpy(np.asarray(key, dtype=np.uint32).astype(np.int64)), *rest)
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: a format-1 checkpoint without numpy's RNG state; {_fix(path)}") from None
+    trainer = {**state["trainer"], "rng": {**state["trainer"]["rng"], "numpy": numpy_state}}
+    return {**state, "format": FORMAT, "trainer": trainer}
+
+
+def _check_finite(path: Path, state: dict) -> None:
+    """Every saved parameter finite: pyrovae writes no other, so a NaN means the file was altered."""
+    params = state.get("trainer", {}).get("params", {}) if isinstance(state.get("trainer"), dict) else {}
+    for name, value in params.items() if isinstance(params, dict) else ():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(
+                f"{path}: parameter {name} holds NaN or infinite values, which pyrovae never saves (the file was "
+                f"altered or damaged); {_fix(path)}"
+            )

@@ -4,9 +4,10 @@ Heavy libraries (torch, Pyro) are imported inside the commands, so that
 ``pyrovae --help`` answers at once. Every expected failure ends with one
 readable line on stderr, ``pyrovae: error: ...``, and an exit status:
 
-* 2: bad input (an option out of range, bad data, a missing or damaged
-  checkpoint, an existing run directory); checked by :mod:`pyrovae.validate`
-  before anything is written;
+* 2: bad input, any :class:`pyrovae.errors.InputError` (an option out of
+  range, bad data, a missing, damaged or unsafe checkpoint, a wrong
+  ``config.json``, an existing or locked run directory); refused before
+  anything is written;
 * 1: a fault during the run (NaN or infinite loss, a failed write, out of
   memory) or an unexpected error (a bug: ``PYROVAE_TRACEBACK=1`` shows its
   traceback); the last checkpoint is intact;
@@ -298,18 +299,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train":  # which options were written, to tell what --resume would change
         marked = _parser(unset=sorted(set(vars(args)) - {"command"})).parse_args(argv)
         args.given = {k for k, v in vars(marked).items() if v is not UNSET} - {"command"}
-    import torch
-
-    from pyrovae.checkpoint import CheckpointError
-    from pyrovae.data import DataError
+    from pyrovae.errors import InputError
     from pyrovae.runs import RunError, RunInterrupted
-    from pyrovae.spec import SpecError
-    from pyrovae.validate import UsageError
 
     keep_freed_memory()
     try:
         {"train": _train, "evaluate": _evaluate, "sample": _sample, "plot": _plot}[args.command](args)
-    except (UsageError, DataError, CheckpointError, SpecError) as e:  # bad input, refused before anything is written
+    except InputError as e:  # bad input, refused before anything is written
         return _fail(e, 2)
     except (RunError, OSError) as e:
         return _fail(e, 1)
@@ -317,11 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(e, 128 + e.signum, "stopped")
     except KeyboardInterrupt:  # before training started, or a second Ctrl-C
         return _fail("interrupted", 130, "stopped")
-    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
-        if not is_out_of_memory(e):
-            raise
-        return _fail(_memory_message(e, args), 1)
-    except ValueError as e:  # not one of pyrovae's own errors: a check is missing somewhere
+    except Exception as e:  # out of memory, or not bad input: a check is missing somewhere, or a bug
+        if is_out_of_memory(e):
+            return _fail(_memory_message(e, args), 1)
         if os.environ.get("PYROVAE_TRACEBACK"):
             raise
         return _fail(
@@ -347,7 +341,7 @@ def _memory_message(e: BaseException, args: argparse.Namespace) -> str:
 
         from pyrovae.checkpoint import CHECKPOINT
 
-        out, smaller = Path(args.out), "a smaller --particles, --batch-size or --hidden"
+        out, smaller = Path(args.out), "a smaller --particles, --batch-size, --hidden or --latent-dim"
         if (out / CHECKPOINT).is_file():
             fix = (
                 f"{out / CHECKPOINT} (the last completed epoch) is kept; continue it with pyrovae train --out {out} "

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyrovae.errors import one_line
+from pyrovae.errors import InputError, one_line
 
 DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")
 LABELLED = ("mnist-5k", "mnist", "fashion-mnist")  # the data sets with class labels
@@ -32,7 +32,7 @@ BINARIZE_SEED = 1  # fixed: evaluation splits are binarized identically in every
 IMAGE_SHAPE = (1, 28, 28)  # (C, H, W) of every named data set
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data set cannot be loaded; the message names the problem and the fix."""
 
 
@@ -201,9 +201,10 @@ def _load_mnist_5k() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
 def read_amat(path: str | Path) -> torch.Tensor:
     """Parse a binarized-MNIST ``.amat`` (or ``.amat.gz``) text file into a ``(N, 784)`` tensor.
 
-    Each line holds 784 values ``0``/``1`` separated by spaces. The parse works on
-    raw bytes (one character per value), so 50,000 lines take well under a second;
-    a file that does not fit is read again line by line to name the first bad line.
+    Every line holds exactly 784 values, each the single character ``0`` or ``1``,
+    separated by spaces; whitespace-only lines at the end are ignored. The parse works
+    on raw bytes, so 50,000 lines take well under a second; a file that does not fit
+    is read again line by line to name the first bad line.
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -212,26 +213,61 @@ def read_amat(path: str | Path) -> torch.Tensor:
             raw = np.frombuffer(f.read(), dtype=np.uint8)
     except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot read ({e}); replace it with an intact copy") from None
-    is_space = (raw == ord(" ")) | (raw == ord("\n")) | (raw == ord("\r")) | (raw == ord("\t"))
-    values = raw[~is_space]
-    rows = int(np.count_nonzero(raw == ord("\n"))) + (0 if raw.size == 0 or raw[-1] == ord("\n") else 1)
-    binary = np.all((values == ord("0")) | (values == ord("1")))
-    if rows == 0 or not binary or values.size != rows * 784:
+    values = _amat_values(raw)
+    if values is None:
         raise DataError(f"{path}: {_first_bad_line(raw)}")
-    return torch.from_numpy((values - ord("0")).astype(np.float32).reshape(rows, 784))
+    return torch.from_numpy(values.astype(np.float32))
+
+
+def _amat_values(raw: np.ndarray) -> np.ndarray | None:
+    """The ``(N, 784)`` values 0/1 of an ``.amat`` file's bytes, or ``None`` if any line is not 784 of them.
+
+    Checked per line, not by the total count, so that a short line followed by a long
+    one (or two lines joined) cannot shift every later image. Once no two value bytes
+    touch, every value is one character and a line's number of values is its number
+    of value bytes. ``np.compress`` rather than a boolean index: several times faster.
+    """
+    filled = raw > ord(" ")  # the bytes of values; the separators (space, tab, CR, LF) are all <= " "
+    low = np.compress(raw < ord(" "), raw)
+    if not np.all((low == ord("\t")) | (low == ord("\n")) | (low == ord("\r"))):
+        return None  # a control byte (NUL, form feed, ...) is neither a value nor a separator
+    if np.any(filled[1:] & filled[:-1]):
+        return None  # two characters side by side: a value such as "01", "10" or "0.5"
+    kept = np.compress(filled | (raw == ord("\n")), raw)  # the values and the line ends, spaces dropped
+    if not np.all((kept == ord("0")) | (kept == ord("1")) | (kept == ord("\n"))):
+        return None
+    ends = np.flatnonzero(kept == ord("\n"))
+    per_line = np.diff(ends, prepend=-1, append=kept.size) - 1  # the last line is the one after the last "\n"
+    nonempty = np.flatnonzero(per_line)
+    rows = int(nonempty[-1]) + 1 if nonempty.size else 0  # whitespace-only lines at the end are ignored
+    if rows == 0 or np.any(per_line[:rows] != 784):
+        return None
+    # Every line is now 784 values and a "\n" (the last perhaps without it): a (rows, 785) grid.
+    grid = np.append(kept[: rows * 785 - 1], np.uint8(ord("\n"))).reshape(rows, 785)
+    return grid[:, :784] - np.uint8(ord("0"))
 
 
 def _first_bad_line(raw: np.ndarray) -> str:
-    """What is wrong with the first line of an ``.amat`` file that is not 784 binary values."""
-    lines = raw.tobytes().decode(errors="replace").splitlines()
+    """What is wrong with the first line of an ``.amat`` file that is not 784 binary values.
+
+    Lines and values are split as :func:`_amat_values` splits them, so that both find the same line.
+    """
+    text = raw.tobytes().decode(errors="replace").translate({ord("\t"): " ", ord("\r"): " "})
+    lines = text.split("\n")
+    while lines and not lines[-1].strip(" "):  # whitespace-only lines at the end are ignored
+        lines.pop()
+    if not lines:
+        return "empty file; expected lines of 784 values 0 or 1"
     for number, line in enumerate(lines, 1):
-        tokens = line.split()
+        tokens = [t for t in line.split(" ") if t]
+        if not tokens:
+            return f"line {number} is empty; every line holds 784 values 0 or 1 (delete the blank line)"
         bad = [t for t in tokens if t not in ("0", "1")]
         if bad:
             return f"line {number}: {_describe_value(bad[0])}"
         if len(tokens) != 784:
             return f"line {number} has {len(tokens)} values; binarized MNIST has 784 (28 x 28) per line"
-    return "empty file; expected lines of 784 values 0 or 1"
+    return "not 784 values 0 or 1 per line"  # not reached: some line above fails where _amat_values did
 
 
 def _describe_value(token: str) -> str:
@@ -239,6 +275,12 @@ def _describe_value(token: str) -> str:
         value = float(token)
     except ValueError:
         return f"{token!r} is not a number; every value must be 0 or 1"
+    # "01", "10" (values run together), "1.0": 0s and 1s, but the format has one character per value
+    if not token.strip("01") or value in (0, 1):
+        return (
+            f"{token!r} is not a single character 0 or 1; every value is one character, "
+            "separated from the next by a space"
+        )
     if not math.isfinite(value):
         return f"{token!r}: NaN or infinite values are not data; fix or drop that line"
     if 0 <= value <= 1:

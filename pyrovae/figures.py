@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from torch import nn
 
 from pyrovae import latent, plots
+from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
 from pyrovae.inference.diagnostics import kl_per_dim, stochastic_latents, unit_activity
 from pyrovae.runs import load_run, load_run_data
 from pyrovae.validate import UsageError
@@ -112,9 +114,26 @@ def _curves(run_dir: Path) -> Figure:
     table = _read_table(metrics, METRIC_COLUMNS, f"rerun pyrovae train --out {run_dir} --resume to rewrite it")
     if table.empty:
         raise UsageError(f"{metrics}: no completed epoch yet; train on with pyrovae train --out {run_dir} --resume")
+    _check_against_checkpoint(table, metrics, run_dir / CHECKPOINT)
     bounds = run_dir / "bounds.csv"
     fix = f"delete it, or rerun pyrovae evaluate {run_dir} to rewrite it"
     return plots.curves_figure(table, _read_table(bounds, BOUND_COLUMNS, fix) if bounds.is_file() else None)
+
+
+def _check_against_checkpoint(table: pd.DataFrame, metrics: Path, checkpoint: Path) -> None:
+    """``metrics.csv`` holds the epochs of the checkpoint's history (the record of what was trained), or a
+    :class:`UsageError` says how they differ; without a checkpoint there is nothing to compare."""
+    if not checkpoint.is_file():
+        return
+    history = pd.DataFrame(load_checkpoint(checkpoint)["trainer"]["history"])
+    fix = f"pyrovae train --out {metrics.parent} --resume rewrites it from the checkpoint"
+    if len(history) != len(table):
+        raise UsageError(
+            f"{metrics}: {len(table)} epochs, but {checkpoint} has {len(history)}; the file is stale or edited: {fix}"
+        )
+    for column in (c for c in METRIC_COLUMNS if c in history):  # rows of older runs may lack a column
+        if not np.allclose(table[column].to_numpy(float), history[column].to_numpy(float), rtol=1e-9, atol=0):
+            raise UsageError(f"{metrics}: column {column} disagrees with {checkpoint}; the file is edited: {fix}")
 
 
 METRIC_COLUMNS = ("epoch", "train_elbo", "test_elbo", "reconstruction", "kl", "beta")  # what curves draw

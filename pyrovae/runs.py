@@ -16,8 +16,10 @@ intact and ``--resume`` continues from it, exactly as an uninterrupted run would
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import signal
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,11 +34,20 @@ from torch import nn
 
 from pyrovae import spec
 from pyrovae.checkpoint import CHECKPOINT, CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
-from pyrovae.data import Dataset, batch_args, load_dataset
-from pyrovae.errors import is_out_of_memory
+from pyrovae.data import DATASETS, DataError, Dataset, batch_args, load_dataset
+from pyrovae.errors import (
+    FieldError,
+    InputError,
+    check_choice,
+    check_sizes,
+    check_type,
+    is_out_of_memory,
+    one_line,
+)
 from pyrovae.inference.bounds import bound_table
 from pyrovae.inference.diagnostics import active_units
 from pyrovae.inference.training import METRICS, Diverged, TrainConfig, Trainer, load_params, register_params
+from pyrovae.lock import LOCK, run_lock
 from pyrovae.plots import decoded_mean, save_grid, save_reconstructions, save_samples
 
 RUN_FILES = (
@@ -98,18 +109,61 @@ class RunConfig:
     snapshot_epochs: tuple[int, ...] = ()  # epochs after which to save reconstructions_eN.png, samples_eN.png
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        """Every setting of the right type and in range (the model's, in full, when it is built), else a
+        :class:`~pyrovae.errors.FieldError` naming it."""
+        check_choice("dataset", self.dataset, DATASETS)
+        check_type("model", self.model, str, "the name of a built-in model")
+        if self.spec is None:
+            check_choice("model", self.model, spec.BUILTIN)
+        else:
+            check_type("spec", self.spec, dict, "a spec table (the TOML of the model, as a JSON object)")
+        for name in ("data_dir", "activation", "likelihood", "guide", "arch", "corruption", "resolved_device"):
+            if getattr(self, name) is not None:
+                check_type(name, getattr(self, name), str, "a string")
+        for name in ("latent_dim", "hidden"):
+            if getattr(self, name) is not None:
+                check_sizes(name, getattr(self, name))
+        for name in ("obs_scale", "min_obs_scale"):  # their range: pyrovae.validate.check_model, with the spec's
+            if getattr(self, name) is not None:
+                check_type(name, getattr(self, name), (int, float), "a number")
+        check_type("device", self.device, str, "a device name: auto, cpu, cuda or cuda:N")
+        check_sizes("snapshot_epochs", self.snapshot_epochs)
+        check_type("train", self.train, TrainConfig, "the training settings (a TrainConfig)")
+
     def to_json(self) -> str:
         """The config as ``config.json`` holds it."""
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        """The config of a parsed ``config.json``, older layouts included."""
+        """The config of a parsed ``config.json``, older layouts included.
+
+        :raises FieldError: naming the key (``train.seed`` for a training setting) that is unknown,
+            of the wrong type or out of range.
+        """
+        if not isinstance(d, dict):
+            raise FieldError("the configuration", f"must be a JSON object of settings, got {type(d).__name__}")
         d = dict(d)
         if isinstance(d.get("latent_dim"), int):  # configs written before hierarchical models
             d["latent_dim"] = (d["latent_dim"],)
-        sizes = {k: tuple(d[k]) for k in ("latent_dim", "hidden", "snapshot_epochs") if d.get(k) is not None}
-        return cls(**{**d, **sizes, "train": TrainConfig(**d["train"])})
+        sizes = {k: tuple(d[k]) for k in ("latent_dim", "hidden", "snapshot_epochs") if isinstance(d.get(k), list)}
+        _known_keys("", d, cls)
+        train = d.get("train", {})
+        if not isinstance(train, dict):
+            raise FieldError("train", f"must be a JSON object of training settings, got {train!r}")
+        _known_keys("train.", train, TrainConfig)
+        try:
+            train = TrainConfig(**train)
+        except FieldError as e:
+            raise FieldError(f"train.{e.field}", e.problem) from None
+        return cls(**{**d, **sizes, "train": train})
+
+
+def _known_keys(prefix: str, d: dict, cls: type) -> None:
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise FieldError(f"{prefix}{unknown[0]}", "is not a setting of pyrovae (an unknown key); remove it")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -145,56 +199,149 @@ def train_run(
 ) -> list[dict[str, float]]:
     """Train (or continue training) the run in ``out``; returns the metrics history.
 
-    With ``resume``, a run directory whose ``config.json`` exists but which has no
-    checkpoint yet (stopped during its first epoch) starts from epoch 1.
+    The run directory is locked (:func:`pyrovae.lock.run_lock`) from before its
+    first write to the end. An epoch is committed by its checkpoint: everything
+    else it writes (snapshots) is written before it, and ``metrics.csv`` and
+    ``kl_per_dim.csv`` are rewritten from the checkpoint's history on resume.
+    With ``resume``, a run directory with no checkpoint starts from epoch 1 only
+    if it shows no completed epoch (it was stopped during its first).
 
     :raises RunInterrupted: on SIGINT or SIGTERM, after the epoch in progress is abandoned.
     :raises RunError: on a NaN or infinite loss or parameter, or a failed write.
+    :raises InputError: when the directory is taken, locked, or cannot be resumed; nothing is written.
     """
     out = Path(out)
-    if out.exists() and not (resume or force):
-        raise FileExistsError(f"{out} already exists; pass --resume to continue it or --force to start over")
     device = resolve_device(config.device)
     config = dataclasses.replace(config, resolved_device=device_name(device))
     pyro.clear_param_store()
     pyro.set_rng_seed(config.train.seed)
     data = load_run_data(config, config.device)
+    labels = torch.cat(list(data.labels.values())) if data.labels else None
+    spec.check_label_classes(model_spec(config), labels, config.dataset)  # a label input with too few classes
     model, guide = (m.to(device) for m in build_model(config, data.data_dim, data.image_shape))
     trainer = Trainer(model, guide, data, config.train, progress=progress, labels=bool(model.inputs))
-    for pattern in (*RUN_FILES, *SNAPSHOT_FILES) if out.is_dir() else ():  # temporary files of writes cut short
-        for tmp in out.glob(f".{pattern}.*.tmp"):
-            tmp.unlink()
-    if resume and (out / CHECKPOINT).exists():
-        with _fits(out / CHECKPOINT):
-            trainer.load_state_dict(load_checkpoint(out / CHECKPOINT)["trainer"])
-    elif not resume:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        for path in (p for pattern in SNAPSHOT_FILES for p in out.glob(pattern)):
-            path.unlink()
-    _write(out / "config.json", atomic_write_text, config.to_json(), out)  # --resume --epochs N changes it
-    _write(out / "metrics.csv", write_metrics, trainer.history, out)  # a kill may have come before its rewrite
-    _write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
-    with stop_on_signals() as received:
-        while trainer.epoch < config.train.epochs:
-            row = _train_epoch(trainer, out, received)
-            state = {
-                "config": dataclasses.asdict(config),
-                "data_dim": data.data_dim,
-                "image_shape": data.image_shape,
-                "trainer": trainer.state_dict(),
-            }
-            _write(out / CHECKPOINT, save_checkpoint, state, out)
-            _write(out / "metrics.csv", write_metrics, trainer.history, out)
-            _write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
-            if row["epoch"] in config.snapshot_epochs:
-                save_snapshots(model, guide, data, out, row["epoch"])
-            print(epoch_line(row, model.probabilistic), flush=True)
-            if received:  # the signal came during evaluation or saving: the epoch is safe
-                raise _interrupted(out, received[0], trainer.epoch)
-    save_figures(model, guide, data, out)
+    digest = data_digest(data)
+    with _open_run_dir(out, resume=resume, force=force):
+        if resume:
+            _restore(trainer, out, digest)
+        _write(out / "config.json", atomic_write_text, config.to_json(), out)  # --resume --epochs N changes it
+        _write(out / "metrics.csv", write_metrics, trainer.history, out)  # a kill may have come before its rewrite
+        _write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
+        with stop_on_signals() as received:
+            while trainer.epoch < config.train.epochs:
+                row = _train_epoch(trainer, out, received)
+                if row["epoch"] in config.snapshot_epochs:  # before the checkpoint, which commits the epoch
+                    save_snapshots(model, guide, data, out, row["epoch"])
+                state = {
+                    "config": dataclasses.asdict(config),
+                    "data_dim": data.data_dim,
+                    "image_shape": data.image_shape,
+                    "data_digest": digest,
+                    "trainer": trainer.state_dict(),
+                }
+                _write(out / CHECKPOINT, save_checkpoint, state, out)
+                _write(out / "metrics.csv", write_metrics, trainer.history, out)
+                _write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
+                print(epoch_line(row, model.probabilistic), flush=True)
+                if received:  # the signal came during evaluation or saving: the epoch is safe
+                    raise _interrupted(out, received[0], trainer.epoch)
+        save_figures(model, guide, data, out)
     return trainer.history
+
+
+@contextmanager
+def _open_run_dir(out: Path, *, resume: bool, force: bool) -> Iterator[None]:
+    """Create (new run), lock, and clear what a new run or a cut-short write left in ``out``.
+
+    A new run's directory is created exclusively, so that of two processes starting
+    it at once one is refused; ``force`` clears only a directory that is a pyrovae run.
+    """
+    if not (resume or force):
+        try:
+            out.mkdir(parents=True)
+        except FileExistsError:
+            raise InputError(f"{out} already exists; pass --resume to continue it or --force to start over") from None
+    elif force:
+        out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out, "train"):
+        for pattern in (*RUN_FILES, *SNAPSHOT_FILES):  # temporary files of writes cut short
+            for tmp in out.glob(f".{pattern}.*.tmp"):
+                tmp.unlink()
+        if force:
+            check_is_run_dir(out)
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+            for path in (p for pattern in SNAPSHOT_FILES for p in out.glob(pattern)):
+                path.unlink()
+        yield
+
+
+def check_is_run_dir(out: Path) -> None:
+    """``out`` is empty or a pyrovae run (``config.json``, ``checkpoint.pt`` or the lock are in it), so that
+    ``--force`` deletes nothing of anyone else's.
+
+    :raises InputError: naming what is there.
+    """
+    names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if names and not {"config.json", CHECKPOINT, LOCK} & set(names):
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise InputError(
+            f"--force: {out} is not a pyrovae run directory (no config.json or {CHECKPOINT}; it holds {shown}), "
+            "and --force would overwrite files in it; give a new --out"
+        )
+
+
+def _restore(trainer: Trainer, out: Path, digest: str) -> None:
+    """Load ``out``'s checkpoint into ``trainer``; without one, refuse when the directory shows completed epochs.
+
+    :raises InputError: a missing checkpoint of a run with epochs, or data other than the run's.
+    """
+    path = out / CHECKPOINT
+    if not path.exists():
+        shown = epochs_shown(out)
+        if shown:
+            raise InputError(
+                f"{path} is missing, but {out} shows completed epochs ({', '.join(shown)}); resuming would start "
+                f"at epoch 1 and overwrite them, so nothing was touched. Restore {CHECKPOINT} from a copy, or "
+                f"start over with pyrovae train --out {out} --force"
+            )
+        return
+    state = load_checkpoint(path)
+    with _fits(path):
+        trainer.load_state_dict(state["trainer"])
+    if state.get("data_digest", digest) != digest:  # checkpoints before data digests: nothing to compare
+        raise DataError(
+            f"the data set of this run ({trainer.data.name}) is not the one {path} was trained on (its contents "
+            "differ); resume with the run's own files (--data-dir), or start a new run"
+        )
+
+
+def epochs_shown(out: Path) -> list[str]:
+    """The files of ``out`` that only a completed epoch writes: ``metrics.csv`` or ``kl_per_dim.csv`` with a row,
+    snapshots, final figures, ``bounds.csv``."""
+    shown = [name for name in ("metrics.csv", "kl_per_dim.csv") if _has_rows(out / name)]
+    figures = [p.name for pattern in (*SNAPSHOT_FILES, "samples.png", "reconstructions.png") for p in out.glob(pattern)]
+    return shown + sorted(figures) + (["bounds.csv"] if (out / "bounds.csv").exists() else [])
+
+
+def _has_rows(path: Path) -> bool:
+    """Whether the CSV file ``path`` exists with a row below its header (an unreadable one counts)."""
+    try:
+        with open(path, "rb") as f:
+            return len(f.read(1 << 16).splitlines()) > 1
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+
+
+def data_digest(data: Dataset) -> str:
+    """A fingerprint of the data set's contents (every split and label, as loaded), to tell its files apart."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, x in sorted({**data.splits, **{f"{k}/labels": v for k, v in data.labels.items()}}.items()):
+        h.update(name.encode())
+        h.update(x.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _train_epoch(trainer: Trainer, out: Path, received: list[int]) -> dict[str, float]:
@@ -204,8 +351,11 @@ def _train_epoch(trainer: Trainer, out: Path, received: list[int]) -> dict[str, 
         row = trainer.train_epoch(stop=lambda: bool(received))
     except Diverged as e:
         cfg = trainer.config
-        clip = 100 if cfg.clip_norm is None else cfg.clip_norm / 10
-        command = f"pyrovae train --out {out} --resume --lr {cfg.lr / 10:g} --clip-norm {clip:g}"
+        # From a learning rate known to train, so that following the advice can succeed (a diverging
+        # lr of 1e9 divided by 10 each time never would); the clip bound likewise.
+        lr = min(cfg.lr / 10, TrainConfig.lr)
+        clip = 100 if cfg.clip_norm is None else min(cfg.clip_norm / 10, 100)
+        command = f"pyrovae train --out {out} --resume --lr {lr:g} --clip-norm {clip:g}"
         kept = f"{out / CHECKPOINT} (epoch {trainer.epoch}) is kept" if trainer.epoch else "no epoch was completed"
         raise RunError(
             f"{e}. {kept}; continue with a lower learning rate and a bounded gradient norm: {command}"
@@ -329,6 +479,32 @@ def sample_inputs(
     return (torch.full((n,), label, dtype=torch.long, device=device),)
 
 
+def read_config(run_dir: Path, state: dict | None) -> tuple[RunConfig, str | None]:
+    """The run's configuration from ``config.json``, or, when that is missing or not JSON, from the copy in its
+    checkpoint ``state`` (``train`` rewrites ``config.json``); with the problem that made it use the copy.
+
+    :raises InputError: a ``config.json`` whose settings are wrong (named as its keys), or neither file usable.
+    """
+    path = run_dir / "config.json"
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError) as e:  # missing, unreadable, not UTF-8 or not JSON
+        problem = f"{path}: not found" if isinstance(e, FileNotFoundError) else f"{path}: damaged ({one_line(e)})"
+        if state is None:
+            raise InputError(
+                f"{problem}, and there is no {CHECKPOINT} to rebuild it from, so {run_dir} cannot be resumed; "
+                f"start it over with pyrovae train --out {run_dir} --force"
+            ) from None
+        with _fits(run_dir / CHECKPOINT):
+            config = RunConfig.from_dict(state["config"])
+        return config, f"{problem}; using the copy of the settings in {run_dir / CHECKPOINT}"
+    try:
+        return RunConfig.from_dict(d), None
+    except FieldError as e:
+        rebuild = f", or delete it to have it rebuilt from {CHECKPOINT}" if state is not None else ""
+        raise e.renamed(f"{path}: {e.field}", f"; correct it in config.json{rebuild}") from None
+
+
 class LoadedRun(NamedTuple):
     """A trained run rebuilt from its directory, parameters loaded."""
 
@@ -391,20 +567,38 @@ def evaluate_run(
     An autoencoder has no density over x, so its bounds are not applicable: the
     table is then ``None`` and no ``bounds.csv`` is written (active units still are).
     """
+    run_dir = Path(run_dir)
     run = load_run(run_dir, device)
-    data = load_run_data(run.config, device)
-    data.split(split)  # fail early, with the split names, on a typo
+    check_writable(run_dir, "bounds.csv")
+    with run_lock(run_dir, "evaluate"):
+        data = load_run_data(run.config, device)
+        data.split(split)  # fail early, with the split names, on a typo
 
-    def batches():
-        return data.eval_batches(split, batch_size, limit=limit, labels=bool(run.model.inputs))
+        def batches():
+            return data.eval_batches(split, batch_size, limit=limit, labels=bool(run.model.inputs))
 
-    if not run.model.probabilistic:
-        return None, active_units(run.guide, batches())
+        if not run.model.probabilistic:
+            return None, active_units(run.guide, batches())
 
-    pyro.set_rng_seed(run.config.train.seed)  # the same run evaluates to the same numbers (on one device)
-    table = pd.DataFrame(bound_table(run.model, run.guide, batches, ks, chunk_size=chunk_size))
-    images = data.split(split).shape[0]
-    table["split"] = split
-    table["images"] = images if limit is None else min(limit, images)
-    atomic_write_text(Path(run_dir) / "bounds.csv", table.to_csv(index=False))
-    return table, active_units(run.guide, batches())
+        pyro.set_rng_seed(run.config.train.seed)  # the same run evaluates to the same numbers (on one device)
+        table = pd.DataFrame(bound_table(run.model, run.guide, batches, ks, chunk_size=chunk_size))
+        images = data.split(split).shape[0]
+        table["split"] = split
+        table["images"] = images if limit is None else min(limit, images)
+        atomic_write_text(run_dir / "bounds.csv", table.to_csv(index=False))
+        return table, active_units(run.guide, batches())
+
+
+def check_writable(run_dir: Path, name: str) -> None:
+    """A file can be created in ``run_dir`` (a temporary one, gone at once), else refuse before any work.
+
+    :raises InputError: naming the directory, the file to be written and the system's reason.
+    """
+    try:
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as e:
+        raise InputError(
+            f"{run_dir}: cannot write {name} there ({e.strerror or e}); fix the directory's permissions, or "
+            "copy the run to a writable directory and use the copy"
+        ) from None

@@ -31,15 +31,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from pyrovae.conv import make_net
+from pyrovae.errors import InputError
 from pyrovae.graph import Node, StandardNormal
 from pyrovae.guides import GUIDES, AmortizedGuide, conditional, guide_outputs
 from pyrovae.guides.delta import Corruption
@@ -60,7 +63,7 @@ TOP_KEYS |= {"corruption", "inputs", "latent", "x"}
 RESERVED = {"x", "data", "particles", "num_particles_vectorized"}  # x, and the names of pyrovae's and Pyro's plates
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """A spec is invalid; the message names the field and what it should be."""
 
 
@@ -114,9 +117,14 @@ def builtin_path(name: str) -> Path:
 def read(path: str | Path) -> dict[str, Any]:
     """The raw TOML table of a spec file."""
     try:
-        return tomllib.loads(Path(path).read_text())
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))  # TOML is UTF-8, whatever the locale
     except OSError as e:
         raise SpecError(f"{path}: cannot read the spec ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+            "a spec is a TOML file, which must be UTF-8: save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: not valid TOML ({e})") from None
 
@@ -246,6 +254,8 @@ def parse(table: Mapping[str, Any]) -> ModelSpec:
     bad_inputs = sorted(k for k in inputs if not k.isidentifier() or k in RESERVED)
     if bad_inputs:
         raise SpecError(f"spec: inputs: invalid names {bad_inputs}; give identifiers other than {sorted(RESERVED)}")
+    if len(inputs) > 1:  # sampling, figures and the runs condition on one class label
+        raise SpecError(f"spec: inputs: {list(inputs)}: at most one label input is supported (for now); keep one")
     latents = table.get("latent")
     if not isinstance(latents, list) or not latents:
         what = "missing" if latents is None else f"expected an array of tables, got {latents!r}"
@@ -339,6 +349,62 @@ def with_options(spec: ModelSpec, **options: Any) -> ModelSpec:
     return _check(dataclasses.replace(spec, latents=tuple(latents), x=x, likelihood=lik, **fields))
 
 
+def _positive_int(value: Any) -> bool:
+    """A positive integer, Python's or NumPy's (not a bool, though Python's ``bool`` is an ``int``)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+
+def _check_shape(spec: ModelSpec, data_dim: Any, image_shape: Any) -> int:
+    """The size of x for :func:`build`: ``data_dim``, else the spec's ``x.size``; checked against both.
+
+    :raises SpecError: (a ``ValueError``) for a ``data_dim`` that is not a positive integer,
+        an ``image_shape`` of non-positive entries or whose product is not the size of x.
+    """
+    if data_dim is not None and not _positive_int(data_dim):
+        raise SpecError(f"data_dim: expected a positive integer, got {data_dim!r}")
+    data_dim = int(data_dim) if data_dim is not None else spec.data_dim
+    if data_dim is None:
+        raise SpecError("spec: x.size: missing; give the data size (or pass data_dim)")
+    if spec.data_dim is not None and spec.data_dim != data_dim:
+        raise SpecError(f"spec: x.size: {spec.data_dim}, but the data have {data_dim} dimensions")
+    if image_shape is not None:
+        shape = tuple(image_shape) if isinstance(image_shape, Sequence) else None
+        if not shape or not all(_positive_int(n) for n in shape) or math.prod(shape) != data_dim:
+            raise SpecError(
+                f"image_shape: expected positive integers (C, H, W) whose product is the size of x, {data_dim}; "
+                f"got {image_shape!r}"
+            )
+    if spec.arch == "conv" and image_shape is None:
+        raise SpecError("spec: arch: 'conv' needs the image shape of the data (pass image_shape)")
+    return data_dim
+
+
+def check_label_classes(model: ModelSpec, labels: torch.Tensor | None, dataset: str) -> None:
+    """The data's class labels fit the model's label input: every label in 0..K-1 for K classes.
+
+    A model without a label input accepts any data. Called before training, so that a label
+    beyond the one-hot encoding is named here rather than failing inside ``one_hot`` mid-run.
+
+    :param labels: the class labels of every split the run reads (e.g. the splits' labels
+        concatenated), or ``None`` when the data set has none.
+    :param dataset: the data set's name, for the message.
+    :raises SpecError: a label input but no labels, or labels outside 0..K-1.
+    """
+    for name, classes in model.inputs:
+        where = f"spec: inputs.{name} = {classes} classes, but data set {dataset!r}"
+        if labels is None:
+            raise SpecError(
+                f"{where} has no labels; a label input needs a labelled data set (mnist-5k, mnist or fashion-mnist)"
+            )
+        if labels.numel() == 0:
+            continue
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0:
+            raise SpecError(f"{where} has labels {low}..{high}; a class label is one of 0..{classes - 1}")
+        if high >= classes:
+            raise SpecError(f"{where} has labels {low}..{high}; give {name} = {high + 1}")
+
+
 def build(
     spec: str | Path | Mapping[str, Any] | ModelSpec,
     *,
@@ -354,15 +420,10 @@ def build(
     :param spec: a spec file, a built-in name (:data:`BUILTIN`), a TOML table or a :class:`ModelSpec`.
     :param data_dim: size of x; defaults to the spec's ``x.size``.
     :param image_shape: ``(C, H, W)`` of x, needed by ``arch = "conv"``.
+    :raises SpecError: an invalid spec, or arguments that do not fit it (see :func:`_check_shape`).
     """
     spec = load(spec)
-    data_dim = data_dim or spec.data_dim
-    if data_dim is None:
-        raise SpecError("spec: x.size: missing; give the data size (or pass data_dim)")
-    if spec.data_dim is not None and spec.data_dim != data_dim:
-        raise SpecError(f"spec: x.size: {spec.data_dim}, but the data have {data_dim} dimensions")
-    if spec.arch == "conv" and image_shape is None:
-        raise SpecError("spec: arch: 'conv' needs the image shape of the data (pass image_shape)")
+    data_dim = _check_shape(spec, data_dim, image_shape)
     dims = {"x": data_dim, **dict(spec.inputs), **{z.name: z.size for z in spec.latents}}
     inputs = dict(spec.inputs)
     image = image_shape if spec.arch == "conv" else None

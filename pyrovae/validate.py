@@ -10,10 +10,12 @@ exits with status 2. A new option gets its check here, in its command's function
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -21,22 +23,19 @@ import torch
 
 from pyrovae import spec
 from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
-from pyrovae.data import DATASETS, LABELLED, require_data_dir
-from pyrovae.inference.annealing import parse_schedule
-from pyrovae.inference.iwae import GRADIENTS
-from pyrovae.inference.objectives import OBJECTIVES
+from pyrovae.data import LABELLED, require_data_dir
+from pyrovae.errors import FieldError, InputError, check_float, check_int
 from pyrovae.inference.training import TrainConfig
-from pyrovae.runs import RunConfig, model_spec
+from pyrovae.runs import RunConfig, check_is_run_dir, model_spec, read_config
 
 RESUMABLE = ("epochs", "lr", "clip_norm", "device", "no_progress")  # train options --resume may change
-SEED_RANGE = 2**32  # numpy's seeds
 # A pixel standard deviation whose square (the variance) is a normal float32 number: below, the Gaussian
 # log-density underflows to a zero variance or overflows to infinity; 1e-50 is 0 in float32.
 SCALE_RANGE = (math.sqrt(torch.finfo(torch.float32).tiny), math.sqrt(torch.finfo(torch.float32).max))
 CLASSES = 10  # the classes of every labelled data set (digits, or the ten kinds of clothing)
 
 
-class UsageError(ValueError):
+class UsageError(InputError):
     """The user's input cannot work; the message names the problem and the fix."""
 
 
@@ -50,25 +49,7 @@ def check_train(args: argparse.Namespace, *, given: set[str]) -> RunConfig:
     if args.resume and args.force:
         raise UsageError("--resume and --force contradict each other: continue the run, or start it over")
     if args.resume:
-        changed = sorted(given - {*RESUMABLE, "out", "resume"})
-        if changed:
-            names = ", ".join("--" + k.replace("_", "-") for k in changed)
-            raise UsageError(
-                f"{names}: --resume continues with the settings in {out / 'config.json'}; only --epochs, "
-                "--lr, --clip-norm and --device may change (start a new run with another --out to change the rest)"
-            )
-        config, done = _resume_config(out)
-        new = {k: getattr(args, k) for k in given & {f.name for f in fields(TrainConfig)}}
-        config = replace(
-            config, train=replace(config.train, **new), device=args.device if "device" in given else config.device
-        )
-        check_config(config)
-        if "epochs" in given and config.train.epochs <= done:
-            raise UsageError(
-                f"{out} already has {done} epochs; pass --epochs N with N > {done} to train on "
-                f"(or pyrovae evaluate {out} to evaluate it)"
-            )
-        return config
+        return _check_resume(args, given)
     _check_new_out(out, force=args.force)
     options = vars(args) | {"epochs": TrainConfig.epochs if args.epochs is None else args.epochs}
     if "spec" in options and "model" in options:
@@ -79,58 +60,86 @@ def check_train(args: argparse.Namespace, *, given: set[str]) -> RunConfig:
         options["spec"] if "spec" in options else spec.builtin_path(options.get("model", "vae"))
     )
     if options.get("data_dir") is not None:  # config.json works from any directory
-        options["data_dir"] = str(Path(options["data_dir"]).expanduser().resolve())
-    config = RunConfig(  # model options left out are absent: the spec's values
-        **{f.name: options[f.name] for f in fields(RunConfig) if f.name in options},
-        train=TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options}),
-    )
+        options["data_dir"] = _absolute(options["data_dir"])
+    with _as_options():
+        config = RunConfig(  # model options left out are absent: the spec's values
+            **{f.name: options[f.name] for f in fields(RunConfig) if f.name in options},
+            train=TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options}),
+        )
     check_config(config)
     return config
 
 
+def _check_resume(args: argparse.Namespace, given: set[str]) -> RunConfig:
+    """``--resume``: the stored configuration with what may change (``RESUMABLE``, a moved ``--data-dir``) changed;
+    other options only when they repeat the stored values."""
+    out = Path(args.out)
+    config, done = _resume_config(out)
+    changed = sorted(k for k in given - {*RESUMABLE, "out", "resume", "data_dir"} if not _repeats(k, args, config))
+    if changed:
+        names = ", ".join("--" + k.replace("_", "-") for k in changed)
+        raise UsageError(
+            f"{names}: --resume continues with the settings in {out / 'config.json'}; only --epochs, --lr, "
+            "--clip-norm, --device and a moved --data-dir may change (start a new run with another --out to "
+            "change the rest)"
+        )
+    new = {k: getattr(args, k) for k in given & {f.name for f in fields(TrainConfig)}}
+    moved = {"data_dir": _absolute(args.data_dir)} if "data_dir" in given and args.data_dir is not None else {}
+    with _as_options():
+        config = replace(
+            config,
+            train=replace(config.train, **new),
+            device=args.device if "device" in given else config.device,
+            **moved,
+        )
+    check_config(config)
+    if "epochs" in given and config.train.epochs <= done:
+        raise UsageError(
+            f"{out} already has {done} epochs; pass --epochs N with N > {done} to train on "
+            f"(or pyrovae evaluate {out} to evaluate it)"
+        )
+    return config
+
+
+MODEL_OPTIONS = ("latent_dim", "hidden", "activation", "likelihood", "obs_scale", "min_obs_scale", "guide", "arch")
+
+
+def _repeats(name: str, args: argparse.Namespace, config: RunConfig) -> bool:
+    """Whether option ``name`` as given on the command line is the run's stored setting."""
+    value = getattr(args, name)
+    if name in {f.name for f in fields(TrainConfig)}:
+        return getattr(config.train, name) == value
+    if name in ("model", "spec"):  # the same model table as the run's
+        table = spec.read(value if name == "spec" else spec.builtin_path(value))
+        return table == config.spec if config.spec is not None else name == "model" and value == config.model
+    if name in (*MODEL_OPTIONS, "corruption"):  # the same model once resolved: --latent-dim 20 repeats the spec's 20
+        try:
+            return model_spec(replace(config, **{name: value})) == model_spec(config)
+        except (ValueError, TypeError):
+            return False
+    return getattr(config, name, None) == value
+
+
+def _absolute(path: str) -> str:
+    """``path`` absolute, so that ``config.json`` works from any directory."""
+    return str(Path(path).expanduser().resolve())
+
+
+@contextmanager
+def _as_options() -> Iterator[None]:
+    """A :class:`FieldError` of a configuration built from the command line, named as its option."""
+    try:
+        yield
+    except FieldError as e:
+        raise e.renamed("--" + e.field.removeprefix("train.").replace("_", "-")) from None
+
+
 def check_config(config: RunConfig) -> None:
-    """Every setting of a run (from the command line or a ``config.json``) within its range."""
-    t = config.train
-    _positive_int(epochs=t.epochs, batch_size=t.batch_size, particles=t.particles)
-    for size in config.latent_dim or ():  # one size per latent layer
-        _positive_int(latent_dim=size)
-    _positive_int(eval_batch_size=t.eval_batch_size, log_every=t.log_every)
-    _positive_float(lr=t.lr, **({} if t.clip_norm is None else {"clip_norm": t.clip_norm}))
-    if not (math.isfinite(t.beta) and t.beta >= 0):
-        raise UsageError(f"--beta must be a finite number >= 0, got {t.beta}")
-    if not 0 <= t.seed < SEED_RANGE:
-        raise UsageError(f"--seed must be in 0 .. {SEED_RANGE - 1}, got {t.seed}")
-    _choice("dataset", config.dataset, DATASETS)
-    _choice("objective", t.objective, OBJECTIVES)
-    _choice("IWAE gradient", t.iwae_gradient, GRADIENTS)
-    if not math.isfinite(t.alpha) or t.alpha == 1:
-        raise UsageError(f"--alpha must be finite and not 1 (that is the ELBO: --objective elbo), got {t.alpha}")
-    _check_schedule(t.kl_anneal, t.beta)
+    """What the configuration's own checks cannot know: the data directory, the device, the model's fit."""
     check_device(config.device)
     if config.dataset != "mnist-5k":
         require_data_dir(config.dataset, config.data_dir)
     check_model(config)
-
-
-def _check_schedule(text: str, beta: float) -> None:
-    """``--kl-anneal``: a schedule :func:`parse_schedule` accepts, or what is wrong with it."""
-    try:
-        parse_schedule(text, beta)
-        return
-    except ValueError as e:
-        problem = f"--kl-anneal: {e}"
-    name, *params = text.split(":")
-    if name == "linear" and len(params) == 1:
-        problem = f"--kl-anneal {text}: STEPS must be a positive integer (steps to warm beta up), e.g. linear:10000"
-    elif name == "cyclical" and len(params) in (1, 2):
-        if not (params[0].isdigit() and int(params[0]) > 0):
-            problem = f"--kl-anneal {text}: PERIOD must be a positive integer (steps per cycle), e.g. cyclical:10000"
-        else:
-            problem = (
-                f"--kl-anneal {text}: RATIO must be a number in (0, 1], the fraction of each cycle spent rising "
-                f"from 0 to beta, e.g. cyclical:{params[0]}:0.5"
-            )
-    raise UsageError(problem)
 
 
 def check_model(config: RunConfig) -> None:
@@ -201,12 +210,13 @@ def check_plot(args: argparse.Namespace) -> None:
 
 
 def _run_config_and_model(run_dir: Path) -> tuple[RunConfig | None, spec.ModelSpec | None]:
-    """The configuration and model of the run in ``run_dir`` by its ``config.json``; ``(None, None)`` when
-    that cannot be read (loading the run then reports the missing or damaged file)."""
+    """The configuration and model of the run in ``run_dir`` (``config.json``, else its checkpoint's copy);
+    ``(None, None)`` when neither can be read (loading the run then reports the missing or damaged file)."""
     try:
-        config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        state = load_checkpoint(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).is_file() else None
+        config, _ = read_config(run_dir, state)
         return config, model_spec(config)
-    except (OSError, ValueError, TypeError, KeyError):
+    except ValueError:
         return None, None
 
 
@@ -278,6 +288,8 @@ def _check_new_out(out: Path, *, force: bool) -> None:
         raise UsageError(f"--out {out}: {ancestor} is a file, so the run directory cannot be made")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise UsageError(f"--out {out}: cannot write in {ancestor}; choose a directory you can write to")
+    if force:
+        check_is_run_dir(out)
 
 
 def _resume_config(out: Path) -> tuple[RunConfig, int]:
@@ -285,22 +297,17 @@ def _resume_config(out: Path) -> tuple[RunConfig, int]:
     number of epochs the checkpoint holds."""
     if not out.is_dir():
         raise UsageError(f"{out}: no such run directory; start a new run without --resume")
-    path = out / "config.json"
-    if not path.is_file():
-        raise UsageError(f"{path}: not found, so {out} is not a pyrovae run; start it over with --force")
-    try:
-        config = RunConfig.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        problem = f"{type(e).__name__}: {e}"
-        raise UsageError(f"{path}: not a pyrovae configuration ({problem}); start over with --force") from None
-    if not (out / CHECKPOINT).exists():
+    state = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).exists() else None
+    config, problem = read_config(out, state)
+    if problem:
+        print(f"pyrovae: warning: {problem}", file=sys.stderr, flush=True)
+    if state is None:
         return config, 0
-    state = load_checkpoint(out / CHECKPOINT)
     saved = state.get("config")
     if not isinstance(saved, dict) or _settings(saved) != _settings(asdict(config)):
         raise UsageError(
-            f"{out / CHECKPOINT}: written with other settings than {path}; restore the original "
-            "config.json, or start over with --force"
+            f"{out / CHECKPOINT}: written with other settings than {out / 'config.json'}; restore the original "
+            "config.json (or delete it: it is rebuilt from the checkpoint), or start over with --force"
         )
     try:
         done = len(state["trainer"]["history"])
@@ -312,24 +319,20 @@ def _resume_config(out: Path) -> tuple[RunConfig, int]:
 
 
 def _settings(config: dict) -> dict:
-    """A configuration without what ``--resume`` may change (and the device the last session used)."""
+    """A configuration without what ``--resume`` may change (and the device the last session used); the data
+    directory too, which may have moved (the checkpoint's data fingerprint tells whether its contents did)."""
     train = config.get("train", {})
-    config = {k: v for k, v in config.items() if k != "resolved_device"}
+    config = {k: v for k, v in config.items() if k not in ("resolved_device", "data_dir")}
     return {**config, "device": None, "train": {k: None if k in RESUMABLE else v for k, v in train.items()}}
 
 
 def _positive_int(**values: int) -> None:
     for name, value in values.items():
-        if not isinstance(value, int) or value < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        with _as_options():
+            check_int(name, value)
 
 
 def _positive_float(**values: float) -> None:
     for name, value in values.items():
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise UsageError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
-
-
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UsageError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
+        with _as_options():
+            check_float(name, value, positive=True)

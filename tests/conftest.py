@@ -74,3 +74,24 @@ def train(amat_dir: Path, out: Path, *extra: str) -> int:
     """``pyrovae train`` of a small VAE on a binarized-MNIST directory, in this process."""
     args = ["train", "--dataset", "binarized-mnist", "--data-dir", str(amat_dir), "--out", str(out)]
     return cli.main([*args, *SMALL, *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """A small binarized-MNIST directory (80 / 40 / 40 rows, plain .amat) and a 1-epoch run trained on it,
+    shared by a test module: copy the run before changing it."""
+    root = tmp_path_factory.mktemp("trained")
+    data = root / "data"
+    data.mkdir()
+    for i, (split, n) in enumerate((("train", 80), ("valid", 40), ("test", 40))):
+        write_amat(data / f"binarized_mnist_{split}.amat", binary_images(n, seed=i))
+    assert train(data, root / "run", "--epochs", "1") == 0
+    return data, root / "run"
+
+
+def one_error_line(capsys, status: int, returned: int) -> str:
+    """The one line that a command which returned ``returned`` wrote to stderr, checked to be an error of ``status``."""
+    err = capsys.readouterr().err
+    assert returned == status, err
+    assert err.startswith("pyrovae: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err

@@ -221,3 +221,21 @@ def test_resumed_trainer_uses_its_own_learning_rate(small_data):
         warnings.simplefilter("ignore", PosteriorCollapseWarning)
         resumed.train_epoch()
     assert all(g["lr"] == 0.5 for g in resumed.optimizer.param_groups)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+        ({"log_every": 0}, "log_every must be a positive integer, got 0"),
+        ({"epochs": 2.0}, "epochs must be an integer, got 2.0"),
+        ({"seed": 2**32}, "seed must be in 0 .. 4294967295"),
+        ({"beta": 1e39}, "beta must be a finite number that float32 can hold"),
+        ({"alpha": 1.0}, "alpha must be finite and not 1"),
+        ({"objective": "ewae"}, "objective must be one of elbo, mf-elbo, iwae, renyi, got 'ewae'"),
+        ({"kl_anneal": "linear:0"}, "kl_anneal linear:0: STEPS must be a positive integer"),
+    ],
+)
+def test_train_config_refuses_settings_that_cannot_work(options: dict, message: str):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        TrainConfig(**options)

@@ -26,6 +26,7 @@ def test_one_epoch_writes_every_file(amat_dir: Path, tmp_path: Path, capsys):
     assert train(amat_dir, out, "--epochs", "1") == 0
     assert "final test ELBO" in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} == {
+        ".pyrovae.lock",
         "config.json",
         "checkpoint.pt",
         "metrics.csv",

@@ -30,6 +30,41 @@ def test_read_amat_rejects_wrong_width(tmp_path: Path):
         read_amat(tmp_path / "x.amat")
 
 
+def amat_error(path: Path, lines: list[str]) -> str:
+    """The message of the DataError that reading ``lines`` as an ``.amat`` file raises."""
+    path.write_text("".join(line + "\n" for line in lines))
+    with pytest.raises(DataError) as e:
+        read_amat(path)
+    return str(e.value)
+
+
+def test_read_amat_rejects_a_short_line_followed_by_a_long_one(tmp_path: Path):
+    # 783 + 785 values add up to 2 x 784: only a per-line check sees the shift
+    message = amat_error(tmp_path / "x.amat", [" ".join(["1"] * 783), " ".join(["0"] * 785)])
+    assert message == f"{tmp_path / 'x.amat'}: line 1 has 783 values; binarized MNIST has 784 (28 x 28) per line"
+
+
+def test_read_amat_rejects_two_lines_joined_and_an_empty_line(tmp_path: Path):
+    row = " ".join(["1"] * 784)
+    message = amat_error(tmp_path / "x.amat", [row, row + " " + row, "", row])
+    assert message.startswith(f"{tmp_path / 'x.amat'}: line 2 has 1568 values; binarized MNIST has 784")
+    assert amat_error(tmp_path / "x.amat", [row, "  ", row]).startswith(f"{tmp_path / 'x.amat'}: line 2 is empty;")
+
+
+@pytest.mark.parametrize("token", ["01", "10"])
+def test_read_amat_rejects_a_token_of_two_characters(tmp_path: Path, token: str):
+    # "01" and "10" each count as one value, so the line still has 784 of them
+    message = amat_error(tmp_path / "x.amat", [" ".join([token] + ["0"] * 783)])
+    assert message.startswith(f"{tmp_path / 'x.amat'}: line 1: {token!r} is not a single character 0 or 1")
+
+
+def test_read_amat_ignores_blank_lines_at_the_end(tmp_path: Path):
+    rows = binary_images(3)
+    text = "".join(" ".join(map(str, row)) + "\n" for row in rows)
+    (tmp_path / "x.amat").write_text(text + "\n  \n\t\n")
+    assert torch.equal(read_amat(tmp_path / "x.amat"), torch.as_tensor(rows, dtype=torch.float32))
+
+
 def test_binarized_mnist_loads_static_splits(amat_dir: Path):
     data = load_dataset("binarized-mnist", data_dir=amat_dir)
     assert {k: v.shape[0] for k, v in data.splits.items()} == {"train": 120, "valid": 40, "test": 40}

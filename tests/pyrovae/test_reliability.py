@@ -17,14 +17,7 @@ from pyrovae.checkpoint import CHECKPOINT, atomic_write_text, load_checkpoint, s
 from pyrovae.data import DataError, check_splits, load_dataset
 from pyrovae.inference import Trainer
 
-from conftest import SMALL, train
-
-
-def one_error_line(capsys, status: int, returned: int) -> str:
-    err = capsys.readouterr().err
-    assert returned == status, err
-    assert err.startswith("pyrovae: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    return err
+from conftest import SMALL, one_error_line, train
 
 
 def resume(out: Path, *extra: str) -> int:
@@ -258,7 +251,7 @@ def test_out_of_memory_in_training_is_one_line_and_keeps_the_checkpoint(trained:
         f"(the last completed epoch) is kept; continue it with pyrovae train --out {trained} --resume --device cpu"
         in err
     )
-    assert err.endswith("or start a new run with a smaller --particles, --batch-size or --hidden\n")
+    assert err.endswith("or start a new run with a smaller --particles, --batch-size, --hidden or --latent-dim\n")
     assert (trained / CHECKPOINT).read_bytes() == saved
 
 
@@ -272,7 +265,7 @@ def test_a_model_too_large_for_memory_is_one_line_and_writes_nothing(
     err = one_error_line(capsys, 1, train(amat_dir, tmp_path / "run", "--epochs", "1"))
     assert err == (
         "pyrovae: error: out of memory (could not allocate 292 GiB): nothing was written; "
-        "use a smaller --particles, --batch-size or --hidden\n"
+        "use a smaller --particles, --batch-size, --hidden or --latent-dim\n"
     )
     assert not (tmp_path / "run").exists()
 

@@ -229,3 +229,47 @@ def test_the_guide_order_follows_the_model_where_its_dependencies_allow():
     model, guide = spec.build(spec.parse(spec.tomllib.loads(text + '[x]\ngiven = ["b"]\n')), data_dim=4)
     assert [n.site for n in model.latents] == ["c", "a", "b"]
     assert [n.site for n in guide.nodes] == ["c", "b", "a"]
+
+
+def test_a_spec_file_that_is_not_utf8_is_one_line_naming_it(tmp_path: Path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('description = "Kingma & Welling, Universit\xe4t"\n'.encode("latin-1") + VAE_SPEC.encode())
+    with pytest.raises(spec.SpecError) as e:
+        spec.read(path)
+    assert str(e.value).startswith(f"{path}: not UTF-8 text") and "\n" not in str(e.value)
+
+
+def test_two_label_inputs_are_refused_naming_them():
+    text = "inputs = { y = 10, c = 3 }\n" + VAE_SPEC.replace('given = ["z"]', 'given = ["z", "y", "c"]')
+    assert spec_error(text) == "spec: inputs: ['y', 'c']: at most one label input is supported (for now); keep one"
+
+
+@pytest.mark.parametrize("data_dim", [-5, 0, 2.5, True])
+def test_build_refuses_a_data_dim_that_is_not_a_positive_int(data_dim):
+    with pytest.raises(spec.SpecError, match=rf"^data_dim: expected a positive integer, got {data_dim!r}$"):
+        spec.build(spec.parse(spec.tomllib.loads(VAE_SPEC)), data_dim=data_dim)
+
+
+@pytest.mark.parametrize("image_shape", [(1, 4, 4), (1, -3, -4), (1, 3, 4.0)])
+def test_build_refuses_an_image_shape_that_does_not_fit_data_dim(image_shape):
+    with pytest.raises(spec.SpecError, match=r"^image_shape: .* 12"):
+        spec.build(spec.parse(spec.tomllib.loads(VAE_SPEC)), data_dim=12, image_shape=image_shape)
+
+
+CVAE_SPEC = "inputs = { y = 5 }\n" + VAE_SPEC.replace('given = ["z"]', 'given = ["z", "y"]')
+
+
+def test_check_label_classes_names_the_classes_the_data_need():
+    with pytest.raises(spec.SpecError) as e:
+        spec.check_label_classes(spec.parse(spec.tomllib.loads(CVAE_SPEC)), torch.arange(10), "mnist-5k")
+    assert str(e.value) == "spec: inputs.y = 5 classes, but data set 'mnist-5k' has labels 0..9; give y = 10"
+
+
+def test_check_label_classes_needs_labels_for_a_label_input():
+    with pytest.raises(spec.SpecError, match=r"^spec: inputs\.y = 5 classes, but data set 'tiny' has no labels"):
+        spec.check_label_classes(spec.parse(spec.tomllib.loads(CVAE_SPEC)), None, "tiny")
+
+
+def test_check_label_classes_accepts_labels_within_the_classes():
+    spec.check_label_classes(spec.parse(spec.tomllib.loads(CVAE_SPEC)), torch.tensor([0, 4, 2]), "mnist-5k")
+    spec.check_label_classes(spec.parse(spec.tomllib.loads(VAE_SPEC)), None, "binarized-mnist")
