@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from pyrovae.models.likelihoods import Bernoulli
+from pyrovae.families.bernoulli import Bernoulli
 
 RESULTS = Path(__file__).parent / "results"
 TRAINING = {"elbo": ("elbo", 1), "mf-elbo": ("mf-elbo", 1), "iwae k=5": ("iwae", 5), "iwae k=50": ("iwae", 50)}

@@ -24,6 +24,7 @@ from pyrovae.inference.log_weights import vectorized
 
 ACTIVE_THRESHOLD = 0.01
 COLLAPSE_KL = 0.01  # nats per datapoint for the whole latent: below it, q(z | x) is the prior
+KL_SAMPLES = 64  # draws of the Monte-Carlo KL per dimension, where no closed form exists
 
 
 class PosteriorCollapseWarning(UserWarning):
@@ -57,10 +58,18 @@ def posterior_means(
             trace = poutine.trace(vectorized(guide, num_samples)).get_trace(x, *inputs, **kwargs)
             sites = [s for s in trace.nodes.values() if _is_latent(s)]
         for site in sites:
-            mean = site["fn"].mean
+            mean = _mean(site["fn"], num_samples)
             mean = mean.mean(0) if len(sites) > 1 else mean
             means.setdefault(site["name"], []).append(mean.reshape(x.shape[0], -1))
     return {name: torch.cat(chunks) for name, chunks in means.items()}
+
+
+def _mean(fn: Distribution, num_samples: int) -> torch.Tensor:
+    """E[z] of ``fn``: its ``mean`` where it has one, else the average of ``num_samples`` draws (a flow)."""
+    try:
+        return fn.mean
+    except NotImplementedError:
+        return fn.sample((num_samples,)).mean(0)
 
 
 @torch.no_grad()
@@ -109,15 +118,18 @@ def factors(fn: Distribution) -> Distribution:
     return fn
 
 
-def _elementwise_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
-    """KL(q_u || p_u) per scalar dimension u, or ``None`` where it is not analytic and elementwise."""
+def _elementwise_kl(q: Distribution, p: Distribution, num_samples: int = KL_SAMPLES) -> torch.Tensor | None:
+    """KL(q_u || p_u) per scalar dimension u: analytic where Pyro has it, else the mean of
+    log q_u(z_u) - log p_u(z_u) over ``num_samples`` draws z ~ q (a Laplace or Student-t prior);
+    ``None`` where q or p does not factorize over the dimensions (a full covariance, a flow, a mixture)."""
     q, p = factors(q), factors(p)
     if q.event_shape or p.event_shape:  # e.g. a full-covariance MultivariateNormal: no per-dimension KL
         return None
     try:
         return kl_divergence(q, p).expand(q.batch_shape)
     except NotImplementedError:
-        return None
+        z = q.sample((num_samples,))  # (S, B, D)
+        return (q.log_prob(z) - p.log_prob(z)).mean(0).expand(q.batch_shape)
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ Generative Models", NeurIPS 2015 (conditioning).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -90,7 +91,7 @@ class LatentModel(LatentGraph):
         if given is None and batch_size is None:
             raise ValueError("give either x or batch_size")
         size = given.shape[0] if given is not None else batch_size
-        device = given.device if given is not None else next(self.buffers()).device
+        device = given.device if given is not None else next(itertools.chain(self.buffers(), self.parameters())).device
         if x is not None and is_validation_enabled():
             self.observation_likelihood.check(x)
         with data_plate(size, num_data, device):

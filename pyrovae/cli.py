@@ -30,7 +30,8 @@ DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")  # == pyrov
 OBJECTIVES = ("elbo", "mf-elbo", "iwae", "renyi")  # == pyrovae.inference.objectives.OBJECTIVES
 ACTIVATIONS = ("relu", "softplus", "tanh", "elu")  # == pyrovae.nets.ACTIVATIONS
 MODELS = ("vae", "cvae", "hvae", "ae", "dae")  # == pyrovae.spec.BUILTIN
-LIKELIHOODS = ("bernoulli", "gaussian", "learned-gaussian", "continuous-bernoulli")  # == models.likelihoods
+LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "learned-gaussian", "negative-binomial", "poisson")
+GUIDES = ("diag", "full", "iaf")  # guide families of pyrovae.families that --guide offers
 UNSET = object()  # the default of an option not written on the command line, when asked for
 PLOT_KINDS = (  # == pyrovae.figures.KINDS
     "samples",
@@ -166,8 +167,9 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
     model.add_argument(
         "--guide",
         default=keep,
-        choices=("diag", "full"),
-        help="q(z | x): diagonal or full covariance (default: diag; the autoencoders' is a point mass)",
+        choices=GUIDES,
+        help="q(z | x): diagonal or full-covariance Normal, or an inverse autoregressive flow "
+        "(default: diag; the autoencoders' is a point mass)",
     )
     model.add_argument(
         "--arch", default=keep, choices=("mlp", "conv"), help="networks reading or writing images (default: mlp)"
@@ -237,7 +239,7 @@ def _train(args: argparse.Namespace) -> None:
         warnings.showwarning = lambda message, *_: print(f"pyrovae: warning: {message}", flush=True)
         history = train_run(config, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
     if history:
-        name = "test ELBO" if model_spec(config).guide != "delta" else "test log p(x | f(x)) (autoencoder)"
+        name = "test log p(x | f(x)) (autoencoder)" if model_spec(config).deterministic else "test ELBO"
         print(f"final {name}: {history[-1]['test_elbo']:.3f} nats")
 
 

@@ -543,8 +543,8 @@ def _fits(path: Path) -> Iterator[None]:
 
 
 def load_run_data(config: RunConfig, device: str = "auto") -> Dataset:
-    """The run's data set, binarized when (and only when) its likelihood is Bernoulli."""
-    binarize = model_spec(config).likelihood.binary
+    """The run's data set, binarized when (and only when) its likelihood needs binary data or counts."""
+    binarize = model_spec(config).likelihood.support in ("binary", "count")  # grey values are neither
     return load_dataset(config.dataset, data_dir=config.data_dir, device=resolve_device(device), binarize=binarize)
 
 

@@ -39,15 +39,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from pyrovae import families
 from pyrovae.conv import make_net
 from pyrovae.errors import InputError
-from pyrovae.graph import Node, StandardNormal
-from pyrovae.guides import GUIDES, AmortizedGuide, conditional, guide_outputs
+from pyrovae.graph import Node
+from pyrovae.guides import AmortizedGuide
 from pyrovae.guides.delta import Corruption
 from pyrovae.models.latent import LatentModel
-from pyrovae.models.likelihoods import LIKELIHOODS, Likelihood, Observation
+from pyrovae.models.likelihoods import Likelihood, Observation
 from pyrovae.nets import ACTIVATIONS
 
 try:
@@ -69,10 +69,13 @@ class SpecError(InputError):
 
 @dataclass(frozen=True)
 class NetSpec:
-    """A conditional's parents and the hidden widths of its network."""
+    """A conditional's parents, the hidden widths of its network, and its family with that family's settings."""
 
     given: tuple[str, ...] = ()  # the values it reads ("x", an input, a latent)
     hidden: tuple[int, ...] = DEFAULT_HIDDEN  # hidden widths (ignored when given is empty)
+    family: str | None = None  # a name in pyrovae.families; None: the spec's default for the role
+    settings: tuple[tuple[str, float], ...] = ()  # the family's options and, for a parentless prior, parameter values
+    learn: bool = False  # a parentless prior's parameters are learned (the values are their start)
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class LatentSpec:
 
     name: str  # the Pyro site name
     size: int  # dimensions
-    prior: NetSpec  # p(z | prior.given); N(0, I) when prior.given is empty
+    prior: NetSpec  # p(z | prior.given); a parentless prior (N(0, I) by default) when prior.given is empty
     encoder: NetSpec  # q(z | encoder.given)
 
 
@@ -93,7 +96,7 @@ class ModelSpec:
     x: NetSpec  # p(x | x.given)
     likelihood: Likelihood = field(default_factory=Likelihood)
     inputs: tuple[tuple[str, int], ...] = ()  # conditioning inputs (name, number of classes)
-    guide: str = "diag"  # diag | full | delta
+    guide: str = "diag"  # the guide family of every latent whose encoder names none
     arch: str = "mlp"  # mlp | conv (networks reading or writing x)
     activation: str = "relu"  # a name in pyrovae.nets.ACTIVATIONS
     corruption: str = "none"  # the point-mass guide's input corruption (denoising autoencoder)
@@ -105,6 +108,36 @@ class ModelSpec:
         then exact; a hierarchical guide q(z_2 | z_1) is not mean field."""
         names = {z.name for z in self.latents}
         return not any(set(z.encoder.given) & names for z in self.latents)
+
+    def guide_family(self, z: LatentSpec) -> families.Family:
+        """q(z | ...)'s family, with its options."""
+        options = dict(z.encoder.settings)
+        if z.encoder.family in (None, "delta") and self.guide == "delta" and self.corruption != "none":
+            options["corruption"] = self.corruption
+        return families.get(z.encoder.family or self.guide, "guide", options)
+
+    def prior_family(self, z: LatentSpec) -> families.Family:
+        """p(z | ...)'s family, with its options (a parentless prior's parameter values apart)."""
+        cls = families.FAMILIES[families.ALIASES.get(z.prior.family or "normal", z.prior.family or "normal")]
+        return families.get(cls.name, "prior", {k: v for k, v in z.prior.settings if k in cls.option_defaults})
+
+    @property
+    def deterministic(self) -> bool:
+        """Every latent's guide is a point mass: an autoencoder, with no density over x (no ELBO, no bound)."""
+        return all(self.guide_family(z).capabilities.deterministic for z in self.latents)
+
+    def without_analytic_kl(self) -> list[str]:
+        """The latents whose KL(q || p) has no closed form (``mf-elbo`` needs one for every latent)."""
+        return [
+            z.name
+            for z in self.latents
+            if self.prior_family(z).name not in self.guide_family(z).capabilities.analytic_kl
+        ]
+
+    def kl_per_dim(self, z: LatentSpec) -> bool:
+        """Whether latent ``z`` has a KL per dimension: a stochastic guide and a prior, both factorized."""
+        q, p = self.guide_family(z).capabilities, self.prior_family(z).capabilities
+        return q.factorized and p.factorized and not q.deterministic
 
 
 def builtin_path(name: str) -> Path:
@@ -164,16 +197,81 @@ def _choice(table: Mapping, key: str, choices: Sequence[str], default: str) -> s
     return value
 
 
-def _net(table: Any, where: str, hidden: tuple[int, ...]) -> NetSpec:
+def _net(table: Any, where: str, hidden: tuple[int, ...], *, role: str | None = None) -> NetSpec:
+    """A network table: ``given``, ``hidden`` and, for a ``role`` (guide), a ``family`` and its options."""
     if not isinstance(table, Mapping):
         raise SpecError(f"spec: {where}: expected a table with 'given' and optionally 'hidden', got {table!r}")
-    unknown = set(table) - {"given", "hidden"}
+    allowed = {"given", "hidden"} | ({"family"} if role else set())
+    family = _family(table.get("family"), role, f"{where}.family") if role and "family" in table else None
+    unknown = set(table) - allowed - (_settings_of(family) if family else set())
     if unknown:
-        raise SpecError(f"spec: {where}: unknown keys {sorted(unknown)}; a network has 'given' and 'hidden'")
+        keys = "'given' and 'hidden'" + (", 'family' and the family's options" if role else "")
+        raise SpecError(f"spec: {where}: unknown keys {sorted(unknown)}; a network has {keys}")
+    settings = tuple((k, v) for k, v in table.items() if k not in allowed)
     return NetSpec(
         _names(table.get("given", []), f"{where}.given"),
         _ints(table["hidden"], f"{where}.hidden", what="hidden widths") if "hidden" in table else hidden,
+        family,
+        _checked_settings(family, settings, f"{where}", role) if family else (),
     )
+
+
+def _family(name: Any, role: str, where: str) -> str:
+    """A family name for ``role``, in its registry spelling."""
+    if not isinstance(name, str) or name not in families.names(role):
+        raise SpecError(f"spec: {where}: unknown {name!r}; choose from {', '.join(families.names(role))}")
+    return families.ALIASES.get(name, name)
+
+
+def _settings_of(family: str) -> set[str]:
+    """The keys a spec may give a family: its options and its parameters (the values of a parentless prior)."""
+    cls = families.FAMILIES[family]
+    return set(cls.option_defaults) | {p.name for p in cls.params}
+
+
+def _checked_settings(family: str, settings: tuple, where: str, role: str) -> tuple[tuple[str, float], ...]:
+    """``settings`` valid for ``family``: numbers, options its constructor accepts."""
+    for key, value in settings:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise SpecError(f"spec: {where}.{key}: expected a number, got {value!r}")
+    cls = families.FAMILIES[family]
+    try:
+        families.get(family, role, {k: v for k, v in settings if k in cls.option_defaults})
+    except ValueError as e:
+        raise SpecError(f"spec: {where}: {e}") from None
+    return tuple((k, float(v)) for k, v in settings)
+
+
+def _prior(table: Mapping, where: str, hidden: tuple[int, ...]) -> NetSpec:
+    """The prior of a latent: ``given``/``hidden`` at the latent's level, and ``prior`` (a family name, or a
+    table of ``family``, ``learn`` and the family's parameter values and options)."""
+    given = _net({k: table[k] for k in ("given", "hidden") if k in table}, where, hidden)
+    prior = table.get("prior", "normal")
+    prior = {"family": prior} if isinstance(prior, str) else prior
+    if not isinstance(prior, Mapping):
+        raise SpecError(
+            f"spec: {where}.prior: unknown {prior!r}; give a family ({', '.join(families.names('prior'))}) or a "
+            "table with 'family'"
+        )
+    family = _family(prior.get("family", "normal"), "prior", f"{where}.prior.family")
+    unknown = set(prior) - {"family", "learn"} - _settings_of(family)
+    if unknown:
+        raise SpecError(
+            f"spec: {where}.prior: unknown keys {sorted(unknown)}; a {family} prior takes 'family', 'learn' and "
+            f"{sorted(_settings_of(family)) or 'nothing else'}"
+        )
+    learn = prior.get("learn", False)
+    if not isinstance(learn, bool):
+        raise SpecError(f"spec: {where}.prior.learn: expected true or false, got {learn!r}")
+    settings = tuple((k, v) for k, v in prior.items() if k not in ("family", "learn"))
+    params = {p.name for p in families.FAMILIES[family].params}
+    if given.given and (learn or any(k in params for k, _ in settings)):
+        raise SpecError(
+            f"spec: {where}.prior: a conditional prior p(z | {', '.join(given.given)}) takes its parameters from "
+            "its network; drop learn and the parameter values"
+        )
+    settings = _checked_settings(family, settings, f"{where}.prior", "prior")
+    return dataclasses.replace(given, family=family, settings=settings, learn=learn)
 
 
 def _latent(table: Any, i: int, hidden: tuple[int, ...]) -> LatentSpec:
@@ -191,12 +289,10 @@ def _latent(table: Any, i: int, hidden: tuple[int, ...]) -> LatentSpec:
     size = table.get("size")
     if not _int(size) or size <= 0:
         raise SpecError(f"spec: {where}.size: missing or invalid ({size!r}); give the dimensions of {name!r}")
-    if table.get("prior", "normal") != "normal":
-        raise SpecError(f"spec: {where}.prior: unknown {table['prior']!r}; the prior is 'normal'")
     if "encoder" not in table:
         raise SpecError(f"spec: {where}.encoder: missing; give q({name} | ...) as {{ given = [...] }}")
-    prior = _net({k: table[k] for k in ("given", "hidden") if k in table}, where, hidden)
-    encoder = _net(table["encoder"], f"{where}.encoder", hidden)
+    prior = _prior(table, where, hidden)
+    encoder = _net(table["encoder"], f"{where}.encoder", hidden, role="guide")
     if not encoder.given:
         raise SpecError(f'spec: {where}.encoder.given: empty; q({name} | ...) must read something, e.g. given = ["x"]')
     return LatentSpec(name, size, prior, encoder)
@@ -241,8 +337,8 @@ def parse(table: Mapping[str, Any]) -> ModelSpec:
     if not isinstance(table.get("description", ""), str):
         raise SpecError(f"spec: description: expected a string, got {table['description']!r}")
     if "likelihood" not in table:
-        raise SpecError(f"spec: likelihood: missing; choose from {', '.join(LIKELIHOODS)}")
-    name = _choice(table, "likelihood", LIKELIHOODS, "bernoulli")
+        raise SpecError(f"spec: likelihood: missing; choose from {', '.join(families.names('likelihood'))}")
+    name = _family(table["likelihood"], "likelihood", "likelihood")
     scales = {k: table[k] for k in ("obs_scale", "min_obs_scale") if k in table}
     for key, value in scales.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
@@ -279,7 +375,7 @@ def parse(table: Mapping[str, Any]) -> ModelSpec:
         x=x,
         likelihood=_likelihood(name, **scales),
         inputs=tuple(inputs.items()),
-        guide=_choice(table, "guide", GUIDES, "diag"),
+        guide=_family(table.get("guide", "diag"), "guide", "guide") if "guide" in table else "normal",
         arch=_choice(table, "arch", ARCHS, "mlp"),
         activation=_choice(table, "activation", tuple(ACTIVATIONS), "relu"),
         corruption=table.get("corruption", "none"),
@@ -307,6 +403,9 @@ def _check(spec: ModelSpec) -> ModelSpec:
         Corruption(spec.corruption)
     except ValueError as e:
         raise SpecError(f"spec: corruption: {e}") from None
+    kinds = {spec.guide_family(z).capabilities.deterministic for z in spec.latents}
+    if len(kinds) > 1:
+        raise SpecError("spec: guide: point-mass (delta) and stochastic guides do not mix; an autoencoder's are all")
     return spec
 
 
@@ -341,6 +440,8 @@ def with_options(spec: ModelSpec, **options: Any) -> ModelSpec:
     lik = _likelihood(
         o.get("likelihood", lik.name), **{k: o.get(k, getattr(lik, k)) for k in ("obs_scale", "min_obs_scale")}
     )
+    if "guide" in o:
+        o["guide"] = _family(o["guide"], "guide", "--guide")
     if "guide" in o and (o["guide"] == "delta") != (spec.guide == "delta"):
         raise SpecError(
             f"--guide {o['guide']}: this model's guide is {spec.guide!r}; the autoencoders alone use 'delta'"
@@ -428,13 +529,12 @@ def build(
     inputs = dict(spec.inputs)
     image = image_shape if spec.arch == "conv" else None
 
-    def conditional_of(family: str, given: tuple[str, ...], size: int, hidden: tuple[int, ...]) -> nn.Module:
+    def conditional_of(family: families.Family, given: tuple[str, ...], size: int, hidden: tuple[int, ...]):
         in_dim = sum(dims[p] for p in given)
         net = make_net(
-            in_dim, guide_outputs(family, size), hidden, spec.activation, image_shape=image, reads_image=given[0] == "x"
+            in_dim, family.num_outputs(size), hidden, spec.activation, image_shape=image, reads_image=given[0] == "x"
         )
-        corruption = spec.corruption if given[0] == "x" else "none"
-        return conditional(family, net, in_dim, size, corruption=corruption)
+        return family.conditional(net, in_dim, size)
 
     model_order = order(spec.latents, "prior", set(inputs))
     guide_nodes, guide_modules = [], {}
@@ -443,13 +543,24 @@ def build(
     for z in order(spec.latents, "encoder", {"x", *inputs}, prefer=[z.name for z in model_order]):
         given = tuple(sorted(z.encoder.given, key=lambda p: p != "x"))  # x first: a conv net reads it first
         guide_nodes.append(Node(z.name, given, f"encoder_{z.name}"))
-        guide_modules[f"encoder_{z.name}"] = conditional_of(spec.guide, given, z.size, z.encoder.hidden)
+        family = spec.guide_family(z)
+        if given[0] != "x" and "corruption" in family.options:  # only x is corrupted
+            family = families.get(family.name, "guide")
+        guide_modules[f"encoder_{z.name}"] = conditional_of(family, given, z.size, z.encoder.hidden)
     model_nodes, model_modules = [], {}
     for z in model_order:
         model_nodes.append(Node(z.name, z.prior.given, f"prior_{z.name}"))
-        model_modules[f"prior_{z.name}"] = (
-            conditional_of("diag", z.prior.given, z.size, z.prior.hidden) if z.prior.given else StandardNormal(z.size)
-        )
+        family = spec.prior_family(z)
+        if z.prior.given:
+            model_modules[f"prior_{z.name}"] = conditional_of(family, z.prior.given, z.size, z.prior.hidden)
+            continue
+        encoder = z.encoder.given == ("x",) and guide_modules[f"encoder_{z.name}"]  # q(z | x), for a VampPrior
+        context = {"guide": encoder or None, "data_dim": data_dim, "image_shape": image_shape}
+        values = {k: v for k, v in z.prior.settings if k not in family.option_defaults}
+        try:
+            model_modules[f"prior_{z.name}"] = family.free(z.size, values, learn=z.prior.learn, context=context)
+        except ValueError as e:
+            raise SpecError(f"spec: latent {z.name!r}: prior: {e}") from None
     out_dim = spec.likelihood.params_per_pixel * data_dim
     decoder = make_net(
         sum(dims[p] for p in spec.x.given),
@@ -460,6 +571,6 @@ def build(
         writes_image=True,
     )
     model_modules["decoder"] = Observation(decoder, spec.likelihood)
-    autoencoder = spec.guide == "delta"
+    autoencoder = spec.deterministic
     model = LatentModel(model_nodes, Node("x", spec.x.given, "decoder"), model_modules, inputs, autoencoder=autoencoder)
     return model, AmortizedGuide(guide_nodes, guide_modules, inputs, autoencoder=autoencoder)

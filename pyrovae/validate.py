@@ -162,6 +162,20 @@ def check_model(config: RunConfig) -> None:
             "--objective mf-elbo takes each latent's KL analytically, which is exact only for a mean-field "
             "guide; this guide's q of one latent reads another (a hierarchical VAE): use --objective elbo or iwae"
         )
+    if config.train.objective == "mf-elbo" and not model.deterministic and (names := model.without_analytic_kl()):
+        z = next(z for z in model.latents if z.name == names[0])
+        raise UsageError(
+            f"--objective mf-elbo takes each latent's KL(q || p) in closed form, and latent {z.name!r} has none "
+            f"(a {model.guide_family(z).name} guide against a {model.prior_family(z).name} prior): use --objective "
+            "elbo or iwae"
+        )
+    if config.train.objective == "iwae" and config.train.iwae_gradient == "dreg":
+        stochastic = [z for z in model.latents if not model.guide_family(z).capabilities.reparameterized]
+        if stochastic:
+            raise UsageError(
+                f"--iwae-gradient dreg needs a reparameterized guide; latent {stochastic[0].name!r}'s is not: "
+                "use --iwae-gradient standard"
+            )
     if model.inputs and config.dataset not in LABELLED:
         raise UsageError(
             f"this model conditions on a label, and {config.dataset} has none; use a labelled data set: "
@@ -238,11 +252,15 @@ def _check_plottable(run_dir: Path, kind: str) -> None:
     size = model.latents[0].size
     if kind == "manifold" and size != 2:
         raise UsageError(f"--kind manifold needs a 2-D latent, this run has D = {size}; train with --latent-dim 2")
-    if kind in ("traverse", "kl-per-dim") and model.guide != "diag":
-        what = "a point-mass (autoencoder) guide" if model.guide == "delta" else "a full-covariance guide"
+    if kind in ("traverse", "kl-per-dim") and not model.kl_per_dim(model.latents[0]):
+        z = model.latents[0]
+        if model.deterministic:
+            what = "a point-mass (autoencoder) guide"
+        else:
+            what = f"a {model.guide_family(z).name} guide and a {model.prior_family(z).name} prior"
         raise UsageError(
-            f"--kind {kind} needs the KL of each latent dimension, which a diagonal Normal guide has and this run's "
-            f"{what} has not; use --kind latent-map, interpolate or samples"
+            f"--kind {kind} needs the KL of each latent dimension, which needs a guide and a prior that factorize "
+            f"over the dimensions, and this run has {what}; use --kind latent-map, interpolate or samples"
         )
 
 

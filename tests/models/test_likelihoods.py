@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
+from pyrovae.families.bernoulli import Bernoulli
 from pyrovae.graph import StandardNormal
 from pyrovae.models import VAE
-from pyrovae.models.likelihoods import LIKELIHOODS, Bernoulli, Likelihood
+from pyrovae.models.likelihoods import LIKELIHOODS, Likelihood
 from pyrovae.nets import Decoder
 
 
@@ -70,5 +71,5 @@ def test_learned_gaussian_decoder_has_two_outputs_per_pixel():
 
 def test_unknown_likelihood_lists_the_choices():
     with pytest.raises(ValueError, match=", ".join(LIKELIHOODS)):
-        Likelihood("poisson")
+        Likelihood("laplace")  # a prior, not a likelihood
     assert isinstance(Likelihood()(torch.zeros(1, 2)).base_dist, Bernoulli)

@@ -69,7 +69,7 @@ def spec_error(text: str) -> str:
 
 
 def test_unknown_likelihood_names_the_field_and_the_choices():
-    assert spec_error(VAE_SPEC.replace('"bernoulli"', '"poisson"')).startswith("spec: likelihood: unknown 'poisson'")
+    assert spec_error(VAE_SPEC.replace('"bernoulli"', '"zipf"')).startswith("spec: likelihood: unknown 'zipf'")
 
 
 def test_missing_size_names_the_latent():

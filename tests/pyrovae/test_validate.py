@@ -75,7 +75,7 @@ def test_cuda_without_cuda_is_refused(tmp_path: Path, capsys):
         (["--activation", "sigmoid"], "argument --activation: invalid choice: 'sigmoid' (choose from"),
         (["--objective", "iwa"], "argument --objective: invalid choice: 'iwa' (choose from"),
         (["--model", "vqvae"], "argument --model: invalid choice: 'vqvae' (choose from"),
-        (["--likelihood", "poisson"], "argument --likelihood: invalid choice: 'poisson' (choose from"),
+        (["--likelihood", "zipf"], "argument --likelihood: invalid choice: 'zipf' (choose from"),
         (["--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
         (["--hidden", "400,x"], "argument --hidden: expected comma-separated integers, got '400,x'"),
         (["--no-such-option"], "unrecognized arguments: --no-such-option"),
