@@ -36,6 +36,8 @@ MODELS = {  # name -> pyrovae train options
     "vae": ["--model", "vae", *ONE_LAYER],
     "vae full-covariance": ["--model", "vae", "--guide", "full", *ONE_LAYER],
     "vae conv": ["--model", "vae", "--arch", "conv", "--latent-dim", "50", "--hidden", "256"],
+    "vae vampprior": ["--spec", str(Path(__file__).parent / "specs" / "vae_vamp.toml"), *ONE_LAYER],
+    "vae iaf": ["--model", "vae", "--guide", "iaf", *ONE_LAYER],
     "hvae": ["--model", "hvae"],
     "ae": ["--model", "ae", *ONE_LAYER],
     "dae": ["--model", "dae", "--corruption", "mask:0.3", *ONE_LAYER],
@@ -70,7 +72,7 @@ def train_and_evaluate(name: str, options: list[str], args: argparse.Namespace) 
         "L_5000": "n/a" if l_5000 is None else round(l_5000, 2),
         "active units": active,
         "seconds / epoch": round(metrics["seconds"].mean(), 1),
-        "options": " ".join(options),
+        "options": " ".join(o.replace(str(Path(__file__).parent) + "/", "benchmarks/") for o in options),
     }
 
 

@@ -144,3 +144,19 @@ def test_trace_elbo_trains_pseudo_inputs_and_encoder(guide_family):
     losses = [svi.step(x) for _ in range(2)]
     assert all(math.isfinite(loss) for loss in losses)
     assert not torch.equal(before, prior.pseudo_inputs.detach())
+
+
+def test_the_normal_mixture_log_prob_equals_the_elementwise_one():
+    from pyrovae.families.vamp import NormalMixture
+
+    loc, scale = torch.randn(6, 3), torch.rand(6, 3) + 0.1
+    components = dist.Normal(loc, scale).to_event(1)
+    weights = dist.Categorical(logits=torch.zeros(6))
+    z = 2 * torch.randn(4, 5, 3)
+    expected = dist.MixtureSameFamily(weights, components).log_prob(z)
+    mixture = NormalMixture(loc, scale)
+    torch.testing.assert_close(mixture.log_prob(z), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mixture.expand((4, 5)).log_prob(z), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mixture.mean, dist.MixtureSameFamily(weights, components).mean)
+    torch.testing.assert_close(mixture.variance, dist.MixtureSameFamily(weights, components).variance)
+    assert mixture.expand((4, 5)).sample((2,)).shape == (2, 4, 5, 3)
