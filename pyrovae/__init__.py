@@ -3,7 +3,27 @@
 Generative models live in :mod:`pyrovae.models`, amortized guides in
 :mod:`pyrovae.guides`, objectives, bounds and the training loop in
 :mod:`pyrovae.inference`. This top-level module stays import-light so that the
-``pyrovae`` command starts quickly.
+``pyrovae`` command starts quickly; :func:`load` reads a trained run.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyrovae.runs import LoadedRun
+
 __version__ = "0.1.0"
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
+    """A trained run from its directory: ``.model`` and ``.guide`` (plain Pyro callables, parameters
+    loaded), ``.config``, ``.spec``, ``.networks`` by name and ``.image_shape``.
+
+    Reads the run without running code from it (see the README's threat model) and leaves Pyro's
+    param store as it is: :func:`pyrovae.runs.load_run`.
+    """
+    from pyrovae.runs import load_run
+
+    return load_run(run_dir, device)

@@ -46,7 +46,7 @@ from pyrovae.errors import (
 )
 from pyrovae.inference.bounds import bound_table
 from pyrovae.inference.diagnostics import active_units
-from pyrovae.inference.training import METRICS, Diverged, TrainConfig, Trainer, load_params, register_params
+from pyrovae.inference.training import METRICS, Diverged, TrainConfig, Trainer
 from pyrovae.lock import LOCK, run_lock
 from pyrovae.plots import decoded_mean, save_grid, save_reconstructions, save_samples
 
@@ -506,29 +506,66 @@ def read_config(run_dir: Path, state: dict | None) -> tuple[RunConfig, str | Non
 
 
 class LoadedRun(NamedTuple):
-    """A trained run rebuilt from its directory, parameters loaded."""
+    """A trained run rebuilt from its directory, parameters loaded: what :func:`pyrovae.load` returns.
+
+    ``model`` and ``guide`` are plain Pyro callables (``nn.Module`` s whose ``forward`` is the
+    program); ``networks`` are their conditionals by name (``encoder_z``, ``prior_z``, ``decoder``),
+    e.g. ``run.networks["decoder"].decoder`` is the network of p(x | z).
+    """
 
     config: RunConfig
     model: nn.Module
     guide: nn.Module
     image_shape: tuple[int, ...]
 
+    @property
+    def networks(self) -> dict[str, nn.Module]:
+        """Every conditional of model and guide by its name (also its ``pyro.module`` name)."""
+        return {**self.model.conditionals, **self.guide.conditionals}
+
+    @property
+    def spec(self) -> spec.ModelSpec:
+        """The run's model, resolved: its spec with the command line's overrides."""
+        return model_spec(self.config)
+
 
 def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
-    """Rebuild a run's model and guide with its trained parameters, on ``device``."""
+    """Rebuild a run's model and guide with its trained parameters, on ``device``.
+
+    The parameters go into the networks themselves (``load_state_dict``); Pyro's param store is
+    neither read nor cleared, so loading a run leaves a user's own parameters alone. Running the
+    model or guide registers its networks there under the names of :attr:`LoadedRun.networks`, as
+    ``pyro.module`` does, and they compute with their own (loaded) weights.
+    """
     path = Path(run_dir) / CHECKPOINT
     state = load_checkpoint(path)
     with _fits(path):
         config = RunConfig.from_dict(state["config"])
-        pyro.clear_param_store()
         image_shape = tuple(state["image_shape"])
-        model, guide = (m.to(resolve_device(device)) for m in build_model(config, state["data_dim"], image_shape))
-        x = torch.zeros(2, state["data_dim"], device=resolve_device(device))
-        labels = [torch.zeros(2, dtype=torch.long, device=x.device) for _ in model.inputs]
-        register_params(model, guide, x, *labels)
+        model, guide = build_model(config, state["data_dim"], image_shape)
+        load_networks((model, guide), state["trainer"]["params"])
+        model, guide = model.to(resolve_device(device)), guide.to(resolve_device(device))
         guide.eval()  # a trained run is evaluated without the denoising autoencoder's input corruption
-        load_params(state["trainer"]["params"])
-    return LoadedRun(config, model, guide, tuple(state["image_shape"]))
+    return LoadedRun(config, model, guide, image_shape)
+
+
+def load_networks(programs: Sequence[nn.Module], params: dict[str, torch.Tensor]) -> None:
+    """Copy parameters saved under their param-store names (``module$$$parameter``, as ``pyro.module``
+    names them) into the conditionals of ``programs``; every saved parameter must find its place.
+
+    :raises ValueError: a parameter of no network, or a network's parameter missing (buffers are rebuilt).
+    """
+    left = dict(params)
+    for program in programs:
+        for key, module in program.conditionals.items():
+            prefix = f"{key}$$$"
+            state = {name.removeprefix(prefix): left.pop(name) for name in list(left) if name.startswith(prefix)}
+            missing, unexpected = module.load_state_dict(state, strict=False)
+            buffers = {name for name, _ in module.named_buffers()}
+            if unexpected or set(missing) - buffers:
+                raise ValueError(f"network {key}: saved {sorted(unexpected)}, missing {sorted(set(missing) - buffers)}")
+    if left:
+        raise ValueError(f"saved parameters {sorted(left)} belong to no network of this model")
 
 
 @contextmanager

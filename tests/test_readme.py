@@ -3,20 +3,25 @@
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 from pyrovae import spec
+from pyrovae.inference import iwae_bound
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 HAND_WRITTEN = "Laplace"  # the hand-written Pyro model's block, which stands alone
 
 
-def test_readme_python_example_runs(capsys):
+def test_readme_python_example_runs(capsys, trained):
     code = "\n".join(block for block in BLOCKS if HAND_WRITTEN not in block)
-    assert "range(20)" in code
-    exec(compile(code.replace("range(20)", "range(1)"), "README.md", "exec"), {})
+    assert "range(20)" in code and 'pyrovae.load("runs/demo")' in code
+    code = code.replace("range(20)", "range(1)").replace('"runs/demo"', repr(str(trained[1])))  # a trained run
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
     assert "'elbo'" in capsys.readouterr().out
+    assert namespace["recon"].shape == (1, 8, 784) and namespace["decoder"] is not None
 
 
 def test_readme_hand_written_pyro_model_trains_and_gets_bounds(capsys):
@@ -26,8 +31,30 @@ def test_readme_hand_written_pyro_model_trains_and_gets_bounds(capsys):
     assert "'test_elbo'" in out and "L_100 -" in out
 
 
+TOML = re.findall(r"```toml\n(.*?)```", README, flags=re.S)
+ONE_LATENT = (
+    'likelihood = "{likelihood}"\nhidden = [16]\n[[latent]]\nname = "z"\nsize = 4\n{line}\n[x]\ngiven = ["z"]\n'
+)
+
+
 def test_readme_toml_spec_builds():
-    (text,) = re.findall(r"```toml\n(.*?)```", README, flags=re.S)
+    text = TOML[0]
     model, guide = spec.build(spec.tomllib.loads(text), data_dim=784)
     assert [n.site for n in guide.nodes] == ["style", "stroke"] and model.observation.parents == ("style", "stroke")
     assert model(torch.rand(2, 784)).shape == (2, 784)
+
+
+@pytest.mark.parametrize("line", [line.split("#")[0].strip() for line in TOML[1].strip().splitlines()])
+def test_readme_family_lines_build_models_that_run(line: str):
+    encoder = "" if line.startswith("encoder") else 'encoder = { given = ["x"] }'
+    model, guide = spec.build(spec.tomllib.loads(ONE_LATENT.format(likelihood="bernoulli", line=f"{line}\n{encoder}")),
+                              data_dim=784)  # fmt: skip
+    x = torch.bernoulli(torch.full((3, 784), 0.3))
+    assert iwae_bound(model, guide, x, num_particles=4).shape == (3,)
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "negative-binomial"])
+def test_readme_count_likelihoods_build(likelihood: str):
+    text = ONE_LATENT.format(likelihood=likelihood, line='encoder = { given = ["x"] }')
+    model, guide = spec.build(spec.tomllib.loads(text), data_dim=784)
+    assert iwae_bound(model, guide, torch.poisson(torch.full((3, 784), 2.0)), num_particles=4).shape == (3,)

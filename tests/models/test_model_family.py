@@ -72,7 +72,7 @@ def test_sites_are_in_the_data_plate_with_their_shapes(name: str, arch: str, gui
 
 # every family and guide with every objective (MLPs), and every family with convolutional networks (one objective,
 # its spec's guide; the sites test covers conv x full); mf-elbo needs a mean-field guide, which the hierarchical
-# q(z2 | z1) is not (pyrovae train refuses it: tests/pyrovae/test_cli_models.py)
+# q(z2 | z1) is not (pyrovae train refuses it: tests/core/test_cli_models.py)
 TRAINING = [
     (name, "mlp", guide, objective)
     for name in spec.BUILTIN
