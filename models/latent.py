@@ -20,6 +20,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 
@@ -38,6 +39,9 @@ class LatentModel(LatentGraph):
         :class:`~pyrovae.graph.StandardNormal`.
     :param inputs: conditioning inputs, name -> number of classes.
     :param autoencoder: mask the latents out of the objective (see :class:`LatentGraph`).
+    :param labels: observed class labels besides x, each a node (with an
+        :class:`~pyrovae.models.likelihoods.Observation`) and its number of classes: a
+        label y ~ Categorical(f(z)) generated from the same latents as x.
     """
 
     def __init__(
@@ -48,20 +52,32 @@ class LatentModel(LatentGraph):
         inputs: Mapping[str, int] | None = None,
         *,
         autoencoder: bool = False,
+        labels: Sequence[tuple[Node, int]] = (),
     ) -> None:
-        super().__init__([*latents, observation], conditionals, inputs, autoencoder=autoencoder)
-        if observation.site != "x" or not isinstance(self.conditionals[observation.module], Observation):
-            raise ValueError("the observation node must be the site 'x' with an Observation conditional")
+        observed = {node.site: classes for node, classes in labels}
+        nodes = [*latents, observation, *(node for node, _ in labels)]
+        super().__init__(nodes, conditionals, inputs, autoencoder=autoencoder, observed=observed)
+        self.num_latents = len(latents)
+        for node in (observation, *(node for node, _ in labels)):
+            if not isinstance(self.conditionals[node.module], Observation):
+                raise ValueError(f"the observed node {node.site!r} needs an Observation conditional")
+        if observation.site != "x":
+            raise ValueError("the observation node must be the site 'x'")
 
     @property
     def latents(self) -> tuple[Node, ...]:
         """The latent nodes, in sampling order."""
-        return self.nodes[:-1]
+        return self.nodes[: self.num_latents]
 
     @property
     def observation(self) -> Node:
         """The node of x."""
-        return self.nodes[-1]
+        return self.nodes[self.num_latents]
+
+    @property
+    def label_nodes(self) -> tuple[Node, ...]:
+        """The nodes of the observed labels besides x (``observed``), in order."""
+        return self.nodes[self.num_latents + 1 :]
 
     @property
     def observation_likelihood(self) -> Likelihood:
@@ -79,7 +95,8 @@ class LatentModel(LatentGraph):
         """The Pyro model.
 
         :param x: observed minibatch ``(B, data_dim)``, or ``None`` to generate.
-        :param inputs: the conditioning inputs named in ``inputs`` (e.g. labels ``(B,)``).
+        :param inputs: the conditioning inputs named in ``inputs`` (e.g. labels ``(B,)``), then the
+            observed labels named in ``observed`` (class indices ``(B,)``); leave those out to sample them.
         :param beta: weight of the KL term (beta-VAE); the latent sites are scaled by it.
         :param num_data: full data-set size N; the data plate then scales by N / B.
         :param batch_size: how many datapoints to generate when neither x nor an input is given.
@@ -94,8 +111,12 @@ class LatentModel(LatentGraph):
         device = given.device if given is not None else next(itertools.chain(self.buffers(), self.parameters())).device
         if x is not None and is_validation_enabled():
             self.observation_likelihood.check(x)
+        observed = dict(zip(self.observed, inputs[len(self.inputs) :], strict=False))  # class indices (B,)
         with data_plate(size, num_data, device):
             with kl_scale(self.beta(beta)):
                 for node in self.latents:
                     self.sample(node, values)
+            for node in self.label_nodes:  # y ~ p(y | pa(y)), observed where given; read by later nodes one-hot
+                y = self.sample(node, values, obs=observed.get(node.site))
+                values[node.site] = F.one_hot(y, self.observed[node.site]).to(torch.get_default_dtype())
             return self.sample(self.observation, values, obs=x)

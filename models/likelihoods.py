@@ -39,11 +39,12 @@ class Likelihood:
     name: str = "bernoulli"
     obs_scale: float = 0.1
     min_obs_scale: float = 0.01
+    role: str = "likelihood"  # or "label": the likelihood of an observed class label
 
     def __post_init__(self) -> None:
         if self.obs_scale <= 0 or self.min_obs_scale <= 0:
             raise ValueError(f"obs_scale and min_obs_scale must be > 0, got {self.obs_scale}, {self.min_obs_scale}")
-        families.get(self.name, "likelihood")  # an unknown name raises here, naming the choices
+        families.get(self.name, self.role)  # an unknown name raises here, naming the choices
 
     @property
     def family(self) -> Family:
@@ -51,7 +52,7 @@ class Likelihood:
         cls = families.FAMILIES.get(self.name)
         settings = {"obs_scale": self.obs_scale, "min_obs_scale": self.min_obs_scale}
         options = {k: v for k, v in settings.items() if cls is not None and k in cls.option_defaults}
-        return families.get(self.name, "likelihood", options)
+        return families.get(self.name, self.role, options)
 
     @property
     def params_per_pixel(self) -> int:

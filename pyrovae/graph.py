@@ -80,6 +80,9 @@ class LatentGraph(nn.Module):
         as class indices ``(B,)`` (or one-hot rows ``(B, classes)``) positionally after x.
     :param autoencoder: mask every latent site out of the objective (beta = 0
         whatever beta is passed), for the autoencoder baselines.
+    :param observed: observed class labels besides x, name -> number of classes
+        (a label y generated from z); passed as class indices after the inputs, and
+        left out when generating (the model then samples them).
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class LatentGraph(nn.Module):
         inputs: Mapping[str, int] | None = None,
         *,
         autoencoder: bool = False,
+        observed: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         missing = sorted({n.module for n in nodes} - set(conditionals))
@@ -97,7 +101,13 @@ class LatentGraph(nn.Module):
         self.nodes = tuple(nodes)
         self.conditionals = nn.ModuleDict(conditionals)
         self.inputs = dict(inputs or {})
+        self.observed = dict(observed or {})
         self.autoencoder = autoencoder
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """Every class label a batch passes after x, in order: the inputs, then the observed labels."""
+        return {**self.inputs, **self.observed}
 
     @property
     def probabilistic(self) -> bool:
@@ -109,15 +119,18 @@ class LatentGraph(nn.Module):
         for key, module in self.conditionals.items():
             pyro.module(key, module)
 
-    def start(self, x: torch.Tensor | None, inputs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The values nodes can read before any is sampled: x and the one-hot inputs."""
-        if len(inputs) != len(self.inputs):
+    def start(self, x: torch.Tensor | None, labels: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The values nodes can read before any is sampled: x and the one-hot labels (the inputs, and the
+        observed labels when given)."""
+        if len(labels) not in (len(self.inputs), len(self.labels)):
             names = ", ".join(self.inputs) or "nothing"
+            observed = f" (then, to observe them, {', '.join(self.observed)})" if self.observed else ""
             raise ValueError(
-                f"{type(self).__name__} conditions on {names}; pass exactly that after x, got {len(inputs)} inputs"
+                f"{type(self).__name__} conditions on {names}{observed}; pass exactly that after x, "
+                f"got {len(labels)} labels"
             )
         values = {} if x is None else {"x": x}
-        for (name, classes), value in zip(self.inputs.items(), inputs, strict=True):
+        for (name, classes), value in zip(self.labels.items(), labels, strict=False):
             if not value.is_floating_point():
                 value = F.one_hot(value, classes).to(torch.get_default_dtype())  # (B,) -> (B, classes)
             values[name] = value

@@ -219,7 +219,7 @@ def train_run(
     labels = torch.cat(list(data.labels.values())) if data.labels else None
     spec.check_label_classes(model_spec(config), labels, config.dataset)  # a label input with too few classes
     model, guide = (m.to(device) for m in build_model(config, data.data_dim, data.image_shape))
-    trainer = Trainer(model, guide, data, config.train, progress=progress, labels=bool(model.inputs))
+    trainer = Trainer(model, guide, data, config.train, progress=progress, labels=bool(model.labels))
     digest = data_digest(data)
     with _open_run_dir(out, resume=resume, force=force):
         if resume:
@@ -441,7 +441,7 @@ def save_snapshots(model: nn.Module, guide: nn.Module, data: Dataset, out: Path,
     Z is the first prior draw of an RNG seeded with :data:`SNAPSHOT_SEED` (for every
     latent layer of every model family), on a forked RNG: snapshots leave training unchanged.
     """
-    labels = bool(model.inputs)
+    labels = bool(model.labels)
     inputs = sample_inputs(model, None, device=data.device)  # a conditional model: each class in turn
     n = SNAPSHOT_SAMPLES if not inputs else inputs[0].shape[0]
     with torch.random.fork_rng(devices=[data.device] if data.device.type == "cuda" else []):
@@ -456,7 +456,7 @@ def save_snapshots(model: nn.Module, guide: nn.Module, data: Dataset, out: Path,
 
 def save_figures(model: nn.Module, guide: nn.Module, data: Dataset, out: Path) -> None:
     """Write ``samples.png`` and ``reconstructions.png`` of a trained run into ``out``."""
-    labels = bool(model.inputs)
+    labels = bool(model.labels)
     inputs = sample_inputs(model, None, device=data.device)
     save_samples(model, data.image_shape, out / "samples.png", n=inputs[0].shape[0] if inputs else 64, inputs=inputs)
     batch = batch_args(next(data.eval_batches("test", 32, labels=labels)))
@@ -612,7 +612,7 @@ def evaluate_run(
         data.split(split)  # fail early, with the split names, on a typo
 
         def batches():
-            return data.eval_batches(split, batch_size, limit=limit, labels=bool(run.model.inputs))
+            return data.eval_batches(split, batch_size, limit=limit, labels=bool(run.model.labels))
 
         if not run.model.probabilistic:
             return None, active_units(run.guide, batches())

@@ -59,7 +59,7 @@ BUILTIN = ("vae", "cvae", "hvae", "ae", "dae")  # spec files shipped in pyrovae/
 ARCHS = ("mlp", "conv")
 DEFAULT_HIDDEN = (400, 400)
 TOP_KEYS = {"description", "likelihood", "guide", "arch", "activation", "hidden", "obs_scale", "min_obs_scale"}
-TOP_KEYS |= {"corruption", "inputs", "latent", "x"}
+TOP_KEYS |= {"corruption", "inputs", "latent", "x", "observed"}
 RESERVED = {"x", "data", "particles", "num_particles_vectorized"}  # x, and the names of pyrovae's and Pyro's plates
 
 
@@ -89,6 +89,15 @@ class LatentSpec:
 
 
 @dataclass(frozen=True)
+class ObservedSpec:
+    """An observed class label besides x, generated from the latents: y ~ Categorical(f(parents))."""
+
+    name: str  # the Pyro site name; the data set's labels are its values
+    classes: int  # number of classes
+    net: NetSpec  # its parents and hidden widths
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A validated spec; latents in the file's order (see :func:`order` for the samplers' orders)."""
 
@@ -101,6 +110,12 @@ class ModelSpec:
     activation: str = "relu"  # a name in pyrovae.nets.ACTIVATIONS
     corruption: str = "none"  # the point-mass guide's input corruption (denoising autoencoder)
     data_dim: int | None = None  # x.size, when the spec fixes it
+    observed: tuple[ObservedSpec, ...] = ()  # class labels generated with x ([[observed]])
+
+    @property
+    def labels(self) -> tuple[tuple[str, int], ...]:
+        """Every class label a batch carries after x: the inputs, then the observed labels."""
+        return (*self.inputs, *((o.name, o.classes) for o in self.observed))
 
     @property
     def mean_field(self) -> bool:
@@ -368,7 +383,8 @@ def parse(table: Mapping[str, Any]) -> ModelSpec:
     if data_dim is not None and (not _int(data_dim) or data_dim <= 0):
         raise SpecError(f"spec: x.size: expected a positive integer, got {data_dim!r}")
     x = _net({k: v for k, v in x_table.items() if k != "size"}, "x", hidden)
-    order(parsed, "encoder", {"x", *inputs})
+    observed = _observed(table.get("observed", []), hidden, {z.name for z in parsed}, set(inputs))
+    order(parsed, "encoder", {"x", *inputs, *(o.name for o in observed)})
     order(parsed, "prior", set(inputs))
     spec = ModelSpec(
         latents=tuple(parsed),
@@ -380,8 +396,35 @@ def parse(table: Mapping[str, Any]) -> ModelSpec:
         activation=_choice(table, "activation", tuple(ACTIVATIONS), "relu"),
         corruption=table.get("corruption", "none"),
         data_dim=data_dim,
+        observed=observed,
     )
     return _check(spec)
+
+
+def _observed(tables: Any, hidden: tuple[int, ...], latents: set[str], inputs: set[str]) -> tuple[ObservedSpec, ...]:
+    """``[[observed]]``: class labels generated from the latents (name, classes, given, hidden, likelihood)."""
+    if not isinstance(tables, list) or not all(isinstance(t, Mapping) for t in tables):
+        raise SpecError(f"spec: observed: expected an array of tables ([[observed]]), got {tables!r}")
+    observed = []
+    for i, t in enumerate(tables):
+        where = f"observed[{i}]"
+        unknown = set(t) - {"name", "classes", "given", "hidden", "likelihood"}
+        if unknown:
+            raise SpecError(f"spec: {where}: unknown keys {sorted(unknown)}")
+        name = t.get("name")
+        if not isinstance(name, str) or not name.isidentifier() or name in RESERVED | latents | inputs:
+            raise SpecError(f"spec: {where}.name: {name!r}; give an identifier that no latent or input has")
+        if t.get("likelihood", "categorical") != "categorical":
+            raise SpecError(f"spec: {where}.likelihood: {t['likelihood']!r}; an observed label is 'categorical'")
+        if not _int(t.get("classes")) or t["classes"] < 2:
+            raise SpecError(f"spec: {where}.classes: expected the number of classes (> 1), got {t.get('classes')!r}")
+        net = _net({k: t[k] for k in ("given", "hidden") if k in t}, where, hidden)
+        if not net.given or not set(net.given) <= latents | inputs:
+            raise SpecError(f"spec: {where}.given: {list(net.given)}; p({name} | ...) reads latents or inputs")
+        observed.append(ObservedSpec(name, t["classes"], net))
+    if len(observed) + len(inputs) > 1:  # sampling, figures and the runs carry one class label
+        raise SpecError("spec: inputs, observed: at most one class label (an input or an observed label), for now")
+    return tuple(observed)
 
 
 def _likelihood(name: str, **scales: float) -> Likelihood:
@@ -394,7 +437,7 @@ def _likelihood(name: str, **scales: float) -> Likelihood:
 def _check(spec: ModelSpec) -> ModelSpec:
     if not isinstance(spec.corruption, str):
         raise SpecError(f"spec: corruption: expected a string such as 'mask:0.3', got {spec.corruption!r}")
-    known = {z.name for z in spec.latents} | {name for name, _ in spec.inputs}
+    known = {z.name for z in spec.latents} | {name for name, _ in spec.labels}
     if not spec.x.given or not set(spec.x.given) <= known or not set(spec.x.given) & {z.name for z in spec.latents}:
         raise SpecError(f"spec: x.given: {list(spec.x.given)} must name at least one latent (and only {sorted(known)})")
     if spec.corruption != "none" and spec.guide != "delta":
@@ -491,7 +534,7 @@ def check_label_classes(model: ModelSpec, labels: torch.Tensor | None, dataset: 
     :param dataset: the data set's name, for the message.
     :raises SpecError: a label input but no labels, or labels outside 0..K-1.
     """
-    for name, classes in model.inputs:
+    for name, classes in model.labels:
         where = f"spec: inputs.{name} = {classes} classes, but data set {dataset!r}"
         if labels is None:
             raise SpecError(
@@ -525,7 +568,7 @@ def build(
     """
     spec = load(spec)
     data_dim = _check_shape(spec, data_dim, image_shape)
-    dims = {"x": data_dim, **dict(spec.inputs), **{z.name: z.size for z in spec.latents}}
+    dims = {"x": data_dim, **dict(spec.labels), **{z.name: z.size for z in spec.latents}}
     inputs = dict(spec.inputs)
     image = image_shape if spec.arch == "conv" else None
 
@@ -571,6 +614,13 @@ def build(
         writes_image=True,
     )
     model_modules["decoder"] = Observation(decoder, spec.likelihood)
+    label_nodes = []
+    for o in spec.observed:  # y ~ Categorical(f(parents))
+        net = make_net(sum(dims[p] for p in o.net.given), o.classes, o.net.hidden, spec.activation)
+        model_modules[f"decoder_{o.name}"] = Observation(net, Likelihood("categorical", role="label"))
+        label_nodes.append((Node(o.name, o.net.given, f"decoder_{o.name}"), o.classes))
     autoencoder = spec.deterministic
-    model = LatentModel(model_nodes, Node("x", spec.x.given, "decoder"), model_modules, inputs, autoencoder=autoencoder)
-    return model, AmortizedGuide(guide_nodes, guide_modules, inputs, autoencoder=autoencoder)
+    x = Node("x", spec.x.given, "decoder")
+    model = LatentModel(model_nodes, x, model_modules, inputs, autoencoder=autoencoder, labels=label_nodes)
+    observed = {o.name: o.classes for o in spec.observed}
+    return model, AmortizedGuide(guide_nodes, guide_modules, inputs, autoencoder=autoencoder, observed=observed)

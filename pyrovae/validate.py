@@ -176,7 +176,7 @@ def check_model(config: RunConfig) -> None:
                 f"--iwae-gradient dreg needs a reparameterized guide; latent {stochastic[0].name!r}'s is not: "
                 "use --iwae-gradient standard"
             )
-    if model.inputs and config.dataset not in LABELLED:
+    if model.labels and config.dataset not in LABELLED:
         raise UsageError(
             f"this model conditions on a label, and {config.dataset} has none; use a labelled data set: "
             f"{', '.join(LABELLED)}"

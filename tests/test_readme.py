@@ -58,3 +58,10 @@ def test_readme_count_likelihoods_build(likelihood: str):
     text = ONE_LATENT.format(likelihood=likelihood, line='encoder = { given = ["x"] }')
     model, guide = spec.build(spec.tomllib.loads(text), data_dim=784)
     assert iwae_bound(model, guide, torch.poisson(torch.full((3, 784), 2.0)), num_particles=4).shape == (3,)
+
+
+def test_readme_joint_model_of_image_and_label_builds():
+    text = ONE_LATENT.format(likelihood="bernoulli", line='encoder = { given = ["x"] }') + TOML[2]
+    model, guide = spec.build(spec.tomllib.loads(text), data_dim=784)
+    x, y = torch.bernoulli(torch.full((3, 784), 0.3)), torch.tensor([1, 2, 9])
+    assert model.observed == {"y": 10} and iwae_bound(model, guide, x, y, num_particles=4).shape == (3,)

@@ -48,6 +48,7 @@ def get(name: str, role: str, options: Mapping[str, Any] | None = None) -> Famil
 # The families; each file registers its own.
 from pyrovae.families import (  # noqa: E402, F401
     bernoulli,
+    categorical,
     continuous_bernoulli,
     delta,
     full_covariance,

@@ -29,7 +29,7 @@ from torch import nn
 
 from pyrovae.nets import broadcast_cat, positive_scale
 
-ROLES = ("prior", "guide", "likelihood")
+ROLES = ("prior", "guide", "likelihood", "label")  # label: the likelihood of an observed class label
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Capabilities:
     has_mean: bool = True  # .mean is E[z], so active units need no sampling
     factorized: bool = True  # independent per dimension, so a KL per dimension exists
     analytic_kl: frozenset[str] = frozenset()  # prior families against which KL(q || p) is in closed form
-    support: str = "real"  # of its values: real | binary | unit-interval | count
+    support: str = "real"  # of its values: real | binary | unit-interval | count | class (an index)
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,7 @@ class Family:
             "binary": lambda: bool(((x == 0) | (x == 1)).all()),
             "unit-interval": lambda: bool(((x >= 0) & (x <= 1)).all()),
             "count": lambda: bool(((x >= 0) & (x == x.round())).all()),
+            "class": lambda: not x.is_floating_point() and bool((x >= 0).all()),
         }[support]
         if not ok():
             raise ValueError(f"the {self.name} likelihood needs {_NEEDS[support]}")
@@ -138,6 +139,7 @@ _NEEDS = {  # what data a support holds, and what to do with data outside it
     "unit-interval": "data in [0, 1]; use --likelihood gaussian",
     "count": "counts 0, 1, 2, ... but got other values; give integer data, or binarize grey-scale images "
     "(pyrovae.data.load_dataset(..., binarize=True))",
+    "class": "class indices 0, 1, ... (a long tensor); give the labels as integers",
 }
 
 

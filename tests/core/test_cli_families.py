@@ -4,6 +4,7 @@ are refused the others in one line, and their bounds rise with k."""
 from pathlib import Path
 
 import pandas as pd
+import pyro
 import pytest
 import torch
 
@@ -75,3 +76,43 @@ def test_count_likelihoods_binarize_grey_images_and_refuse_other_non_counts(tmp_
     model, _ = spec.build(path, data_dim=784)
     with pytest.raises(ValueError, match="the poisson likelihood needs counts"):
         model(torch.full((2, 784), 0.5))
+
+
+JOINT = """likelihood = "bernoulli"
+hidden = [16]
+[[latent]]
+name = "z"
+size = 3
+encoder = { given = ["x"] }
+[x]
+given = ["z"]
+[[observed]]
+name = "y"
+classes = 10
+given = ["z"]
+"""
+
+
+@pytest.mark.parametrize("objective", [["--objective", "elbo"], ["--objective", "iwae", "--particles", "3"]])
+def test_a_joint_model_of_image_and_label_trains_and_bounds_log_p_x_y(tmp_path: Path, capsys, objective):
+    path, out = tmp_path / "joint.toml", tmp_path / "run"
+    path.write_text(JOINT)
+    argv = ["train", "--spec", str(path), "--out", str(out), *SMALL, "--epochs", "2", *objective]
+    assert cli.main(argv) == 0  # mnist-5k: labelled
+    assert cli.main(["evaluate", str(out), "--k", "1,50"]) == 0
+    bounds = pd.read_csv(out / "bounds.csv").set_index("k")["bound"]
+    assert bounds[50] > bounds[1]
+    run = runs.load_run(out, "cpu")
+    x, y = torch.bernoulli(torch.full((4, 784), 0.2)), torch.tensor([0, 3, 3, 9])
+    trace = pyro.poutine.trace(run.model).get_trace(x, y)
+    assert trace.nodes["y"]["is_observed"] and torch.equal(trace.nodes["y"]["value"], y)
+    generated = pyro.poutine.trace(run.model).get_trace(None, batch_size=5)  # y is generated with x
+    assert not generated.nodes["y"]["is_observed"] and generated.nodes["y"]["value"].shape == (5,)
+    assert cli.main(["sample", str(out), "--n", "8", "--out", str(tmp_path / "s.png")]) == 0
+    assert cli.main(["plot", str(out), "--kind", "latent-map", "--out", str(tmp_path / "m.png")]) == 0
+
+
+def test_a_joint_model_needs_labelled_data(amat_dir: Path, tmp_path: Path, capsys):
+    (tmp_path / "joint.toml").write_text(JOINT)
+    assert train(amat_dir, tmp_path / "run", "--spec", str(tmp_path / "joint.toml")) == 2
+    assert "binarized-mnist has none" in capsys.readouterr().err

@@ -115,3 +115,15 @@ def test_likelihoods_check_their_support(name: str, data: list[float], ok: bool)
     else:
         with pytest.raises(ValueError, match=f"the {name} likelihood needs"):
             family.check(torch.tensor(data))
+
+
+@pytest.mark.parametrize("name", families.names("label"))
+def test_a_label_family_gives_class_indices_and_enumerates(name: str):
+    family, module = conditional(name, "label")
+    fn = module(torch.randn(BATCH, IN_DIM))  # over SIZE classes
+    y = fn.sample()
+    assert fn.batch_shape == (BATCH,) and fn.event_shape == () and ((y >= 0) & (y < SIZE)).all()
+    assert family.capabilities.enumerable and fn.enumerate_support().shape == (SIZE, BATCH)
+    family.check(y)
+    with pytest.raises(ValueError, match="class indices"):
+        family.check(y.float())
