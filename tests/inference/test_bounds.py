@@ -78,6 +78,17 @@ def test_streaming_sum_equals_one_pass_for_extreme_weights(monkeypatch, dtype: t
     assert torch.all(torch.isfinite(stderr)) and torch.all(stderr > 0)
 
 
+@pytest.mark.parametrize("k", [2, 7, 500])
+def test_log_likelihood_standard_error_is_the_delta_method_one_with_the_unbiased_variance(monkeypatch, k: int):
+    # sd(w) / (sqrt(k) mean(w)), sd with the k - 1 denominator, for weights known in closed form
+    w = torch.linspace(0.5, 3.0, k, dtype=torch.float64).reshape(k, 1) * torch.tensor([1.0, 2.0], dtype=torch.float64)
+    chunks = iter(w.log().split(3))
+    monkeypatch.setattr(bounds, "log_weights", lambda *a, num_particles, **kw: next(chunks))
+    estimate, stderr = log_likelihood(None, None, num_samples=k, chunk_size=3)
+    torch.testing.assert_close(estimate, w.mean(0).log())
+    torch.testing.assert_close(stderr, w.std(0, unbiased=True) / (k**0.5 * w.mean(0)))
+
+
 class ObservedShapes(Messenger):
     """Records the batch shape of the distribution at the observed site ``"x"``."""
 
