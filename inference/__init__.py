@@ -4,9 +4,10 @@ from pyrovae.inference.annealing import parse_schedule
 from pyrovae.inference.bounds import iwae_bound, log_likelihood, log_mean_exp, renyi_bound
 from pyrovae.inference.diagnostics import active_units, kl_per_dim, posterior_means
 from pyrovae.inference.evaluation import evaluate_elbo
+from pyrovae.inference.handlers import ParticleBroadcastError, with_scales
 from pyrovae.inference.iwae import IWAE
 from pyrovae.inference.log_weights import elbo_terms, log_weights
-from pyrovae.inference.objectives import OBJECTIVES, make_objective
+from pyrovae.inference.objectives import OBJECTIVES, AuxiliaryLoss, make_objective
 from pyrovae.inference.renyi import RenyiBound
 from pyrovae.inference.trace_elbo import TraceELBO, TraceMeanFieldELBO
 from pyrovae.inference.training import Diverged, TrainConfig, Trainer
@@ -14,7 +15,9 @@ from pyrovae.inference.training import Diverged, TrainConfig, Trainer
 __all__ = [
     "IWAE",
     "OBJECTIVES",
+    "AuxiliaryLoss",
     "Diverged",
+    "ParticleBroadcastError",
     "RenyiBound",
     "TraceELBO",
     "TraceMeanFieldELBO",
@@ -32,4 +35,5 @@ __all__ = [
     "parse_schedule",
     "posterior_means",
     "renyi_bound",
+    "with_scales",
 ]

@@ -54,22 +54,54 @@ def particle_traces(
     return ParticleTraces(guide_trace, model_trace, data_scale(model_trace))
 
 
-def _data_frame(site: dict):
+def plate_frame(site: dict):
+    """The site's plate frame at dim -1 other than the particle plate, or ``None`` (a site outside every plate)."""
     frames = [f for f in site["cond_indep_stack"] if f.dim == -1 and f.name != PARTICLE_PLATE]
-    if not frames:
+    return frames[0] if frames else None
+
+
+def _data_frame(site: dict):
+    frame = plate_frame(site)
+    if frame is None:
         raise ValueError(
-            f"site {site['name']!r} is outside a plate at dim -1; per-datapoint log-weights "
-            "need every sample site inside the data plate"
+            f"site {site['name']!r} is outside a plate at dim -1 (a global site, shared by all datapoints); "
+            "per-datapoint log-weights and bounds (log_weights, IWAE, Renyi) need every sample site inside "
+            "the data plate: train this model with the ELBO ('elbo' or 'mf-elbo')"
         )
-    return frames[0]
+    return frame
+
+
+def data_plate_name(trace: Trace) -> str | None:
+    """The name of the data plate: the plate at dim -1 that holds the trace's observed sites; ``None`` if none does.
+
+    :raises ValueError: when observed sites sit in different plates at dim -1.
+    """
+    names = {frame.name for s in sample_sites(trace) if s["is_observed"] and (frame := plate_frame(s)) is not None}
+    if len(names) > 1:
+        raise ValueError(f"observed sites sit in different plates at dim -1 ({', '.join(sorted(names))}); need one")
+    return names.pop() if names else None
 
 
 def data_scale(trace: Trace) -> float:
-    """The data plate's subsample scale N / B (1 without subsampling)."""
-    for site in sample_sites(trace):
-        frame = _data_frame(site)
-        return frame.full_size / frame.size if frame.full_size is not None else 1.0
-    raise ValueError("the model has no sample site")
+    """The data plate's subsample scale N / B (1 without subsampling).
+
+    :raises ValueError: naming a sample site outside the data plate (the plate of the
+        observed sites, or in a guide the first site's): a global latent, also one in
+        another plate at dim -1 whose size happens to equal the batch's.
+    """
+    sites = sample_sites(trace)
+    if not sites:
+        raise ValueError("the model has no sample site")
+    name = data_plate_name(trace) or _data_frame(sites[0]).name
+    for site in sites:
+        if (frame := _data_frame(site)).name != name:
+            raise ValueError(
+                f"site {site['name']!r} is in plate {frame.name!r} at dim -1, outside the data plate {name!r} "
+                "(a global site, shared by all datapoints); per-datapoint log-weights and bounds (log_weights, "
+                "IWAE, Renyi) need every sample site inside the data plate: train this model with the ELBO"
+            )
+    frame = _data_frame(sites[0])
+    return frame.full_size / frame.size if frame.full_size is not None else 1.0
 
 
 def sample_sites(trace: Trace) -> list[dict]:

@@ -10,6 +10,10 @@ nor the loop move a number to the host during an epoch, except every
 ``log_every`` steps, when the progress bar is refreshed and the losses since
 the last refresh are checked for NaN and infinity.
 
+The objective (any ``pyro.infer.ELBO``, or a name), the optimizer and auxiliary
+loss terms are injected (:class:`Trainer`); beta and N / B reach a plain Pyro model
+through the effect handlers of :mod:`.handlers`.
+
 References: R. Pascanu, T. Mikolov, Y. Bengio, "On the difficulty of training recurrent
 neural networks", ICML 2013 (gradient-norm clipping).
 """
@@ -20,13 +24,14 @@ import functools
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyro
 import pyro.util
 import torch
+from pyro import poutine
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -41,9 +46,16 @@ from pyrovae.inference.diagnostics import (
     stochastic_latents,
 )
 from pyrovae.inference.evaluation import evaluate_elbo
+from pyrovae.inference.handlers import bind_scales, particle_error, takes_scales, unwrapped
 from pyrovae.inference.iwae import GRADIENTS
-from pyrovae.inference.log_weights import elbo_terms
-from pyrovae.inference.objectives import OBJECTIVES, make_objective
+from pyrovae.inference.log_weights import data_plate_name, plate_frame, sample_sites
+from pyrovae.inference.objectives import (
+    OBJECTIVES,
+    AuxiliaryLoss,
+    as_objective,
+    check_auxiliary,
+    vectorized_particles,
+)
 
 METRICS = ("epoch", "train_elbo", "test_elbo", "reconstruction", "kl", "beta", "train_loss", "seconds", "active_units")
 
@@ -108,16 +120,37 @@ class Diverged(ArithmeticError):
 
 
 class Trainer:
-    """Train ``model``/``guide`` (called as ``fn(x, *, beta, num_data)``, or
-    ``fn(x, y, *, beta, num_data)`` with ``labels=True``) on ``data``.
+    """Train ``model``/``guide`` (called as ``fn(x)``, or ``fn(x, y)`` with ``labels=True``) on ``data``.
+
+    Any Pyro model and guide with their per-datapoint sites in a plate named
+    ``"data"`` at dim -1 train: beta (on the latent sites) and the subsample scale
+    N / B (on the data plate's sites) are applied from outside by the effect handlers
+    of :mod:`.handlers`, so sites outside the data plate (global latents) get no
+    N / B. A model or guide that names ``beta`` and ``num_data`` in its signature
+    (pyrovae's own) is called as ``fn(x, *, beta, num_data)`` instead and applies them
+    itself. With more than one vectorized particle, model and guide must broadcast
+    over a leading particle dimension (dim -2).
+
+    :param config: the run's settings; ``config.objective``, ``particles``,
+        ``iwae_gradient`` and ``alpha`` apply only when ``objective`` is ``None`` or a name,
+        ``config.lr`` only to the default optimizer.
+    :param objective: an object with ``differentiable_loss(model, guide, *args)`` (any
+        ``pyro.infer.ELBO``, e.g. ``TraceEnum_ELBO(max_plate_nesting=1)``, with its own
+        options) or a name in :data:`~pyrovae.inference.objectives.OBJECTIVES`; ``None``: ``config.objective``.
+    :param optimizer: ``params -> torch.optim.Optimizer``, called once on the parameters
+        (sorted by name); ``None``: one fused Adam at ``config.lr``.
+    :param aux: :class:`~pyrovae.inference.objectives.AuxiliaryLoss` terms; each step's
+        loss is the objective plus ``weight * (N / B) * fn(model, guide, *batch)`` for each.
 
     Every epoch appends a row to :attr:`history` with, in nats per datapoint,
     ``train_elbo`` and ``test_elbo`` (the true ELBO at beta = 1, on fixed
     binarizations of the splits), ``reconstruction`` and ``kl`` (the two terms of
     ``train_elbo``), the ``beta`` in force at the epoch's end, ``train_loss`` (the
     mean training objective, beta-weighted), ``seconds`` (training steps only),
-    ``active_units`` (all latent sites, on the test split) and ``kl_per_dim``
-    (``{site: [KL per dimension]}`` on the test split, not a ``METRICS`` column).
+    ``active_units`` (all latent sites in the data plate, on the test split),
+    ``kl_per_dim`` (``{site: [KL per dimension]}`` on the test split) and, per auxiliary
+    term, ``aux_<name>`` (its epoch mean per datapoint, unweighted); the last two are
+    not ``METRICS`` columns. ``train_loss`` includes the weighted auxiliary terms.
     An epoch at which the posterior collapses onto the prior, after one at which
     it had not, raises a :class:`PosteriorCollapseWarning` (never for a guide
     whose latents are all point masses: an autoencoder has no posterior).
@@ -130,23 +163,34 @@ class Trainer:
         model: Callable,
         guide: Callable,
         data: Dataset,
-        config: TrainConfig,
+        config: TrainConfig | None = None,
         *,
+        objective: object | str | None = None,
+        optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None,
+        aux: Sequence[AuxiliaryLoss] = (),
         progress: bool = True,
         labels: bool = False,
     ) -> None:
+        config = TrainConfig() if config is None else config
         self.model, self.guide, self.data, self.config = model, guide, data, config
         self.progress, self.labels = progress, labels
-        self.objective = make_objective(
-            config.objective, num_particles=config.particles, iwae_gradient=config.iwae_gradient, alpha=config.alpha
+        self.objective = as_objective(
+            config.objective if objective is None else objective,
+            num_particles=config.particles,
+            iwae_gradient=config.iwae_gradient,
+            alpha=config.alpha,
         )
+        self.aux = check_auxiliary(aux)
+        self._aux_sums: dict[str, torch.Tensor | float] = {}  # each term's sum over the epoch's steps, scaled to N
+        self.takes_scales = (takes_scales(model), takes_scales(guide))  # keywords, or the handlers
+        self.num_data = data.split("train").shape[0]
         first = batch_args(next(data.eval_batches("train", 2, labels=labels)))
-        self.params = register_params(model, guide, *first)  # name -> tensor
+        self.params = register_params(*self._programs(1.0), *first)  # name -> tensor
         with torch.random.fork_rng(devices=[data.device] if data.device.type == "cuda" else []):
             self.can_collapse = bool(stochastic_latents(guide, *first))  # False for point-mass (autoencoder) guides
-        self.optimizer = _adam(list(self.params.values()), config.lr)
+            self.global_latents = global_latents(model, guide, *first)  # outside the data plate: not diagnosed
+        self.optimizer = _optimizer(optimizer, list(self.params.values()), config.lr)
         self.schedule = parse_schedule(config.kl_anneal, config.beta)
-        self.num_data = data.split("train").shape[0]
         self.steps_per_epoch = math.ceil(self.num_data / config.batch_size)
         self.history: list[dict[str, float]] = []
         self.last_finite_loss: float | None = None  # per datapoint, for the Diverged message
@@ -156,17 +200,45 @@ class Trainer:
         """Epochs completed."""
         return len(self.history)
 
-    def step(self, x: torch.Tensor | tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
-        """One SVI step on minibatch ``x`` (or ``(x, y)``); returns the loss (a detached tensor)."""
-        loss = self.objective.differentiable_loss(
-            self.model, self.guide, *batch_args(x), beta=beta, num_data=self.num_data
+    def _programs(self, beta: float) -> tuple[Callable, Callable]:
+        """Model and guide with ``beta`` and the training split's N bound (by keyword or by handler)."""
+        return tuple(
+            bind_scales(fn, beta=beta, num_data=self.num_data, takes=takes)
+            for fn, takes in zip((self.model, self.guide), self.takes_scales, strict=True)
         )
+
+    def step(self, x: torch.Tensor | tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
+        """One SVI step on minibatch ``x`` (or ``(x, y)``); returns the loss, auxiliary terms included (detached).
+
+        :raises ParticleBroadcastError: when model or guide run alone but not under the
+            objective's vectorized particles (a :class:`ValueError` naming the requirement).
+        """
+        args = batch_args(x)
+        model, guide = self._programs(beta)
+        try:
+            loss = self.objective.differentiable_loss(model, guide, *args)
+        except (RuntimeError, ValueError) as e:
+            k, dim = vectorized_particles(self.objective)
+            explained = e if k == 1 else particle_error(e, model, guide, *args, num_particles=k, dim=dim)
+            if explained is e:  # not the particle dimension's fault
+                raise
+            raise explained from e
+        loss = loss + self._auxiliary(args)
         loss.backward()
         if self.config.clip_norm is not None:  # the loss is N x the per-datapoint mean: scale the bound alike
             torch.nn.utils.clip_grad_norm_(self.params.values(), self.config.clip_norm * self.num_data)  # no sync
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
+
+    def _auxiliary(self, args: tuple[torch.Tensor, ...]) -> torch.Tensor | float:
+        """sum_j weight_j (N / B) fn_j(model, guide, *args); each unweighted term added to its epoch sum (no sync)."""
+        total = 0.0
+        for term in self.aux:
+            value = term.fn(self.model, self.guide, *args) * (self.num_data / args[0].shape[0])  # scaled to N
+            self._aux_sums[term.name] = self._aux_sums.get(term.name, 0.0) + value.detach()
+            total = total + term.weight * value
+        return total
 
     def train_epoch(self, stop: Callable[[], bool] = lambda: False) -> dict[str, float] | None:
         """Run one epoch, evaluate, append the epoch's metrics to :attr:`history` and return them.
@@ -187,6 +259,8 @@ class Trainer:
             if steps is None:
                 return None
             total, beta, seconds = steps
+            count = self.steps_per_epoch * self.num_data  # as train_loss: the mean over steps of the per-datapoint term
+            aux = {f"aux_{name}": float(value) / count for name, value in self._aux_sums.items()}
             train, test = (
                 evaluate_elbo(
                     self.model, self.guide, self.data.eval_batches(split, cfg.eval_batch_size, labels=self.labels)
@@ -206,6 +280,7 @@ class Trainer:
             "train_loss": total / (self.steps_per_epoch * self.num_data),
             "seconds": seconds,
             **self._latent_diagnostics(),
+            **aux,
         }
         self.history.append(row)
         self._warn_on_collapse()
@@ -215,9 +290,14 @@ class Trainer:
         """Active units and per-dimension KL on the test split (on a forked RNG: training draws the same numbers)."""
         test = functools.partial(self.data.eval_batches, "test", self.config.eval_batch_size, labels=self.labels)
         with torch.random.fork_rng(devices=[self.data.device] if self.data.device.type == "cuda" else []):
+            model, guide = self.model, self.guide
+            if self.global_latents:  # one draw of them, observed in both programs: the diagnostics see local ones
+                guide_trace = poutine.trace(guide).get_trace(*batch_args(next(test())))
+                pinned = {name: guide_trace.nodes[name]["value"].detach() for name in self.global_latents}
+                model, guide = poutine.condition(model, data=pinned), poutine.condition(guide, data=pinned)
             return {
-                "active_units": sum(active_units(self.guide, test()).values()),
-                "kl_per_dim": {site: kl.tolist() for site, kl in kl_per_dim(self.model, self.guide, test()).items()},
+                "active_units": sum(active_units(guide, test()).values()),
+                "kl_per_dim": {site: kl.tolist() for site, kl in kl_per_dim(model, guide, test()).items()},
             }
 
     def _warn_on_collapse(self) -> None:
@@ -231,6 +311,7 @@ class Trainer:
     def _steps(self, epoch: int, stop: Callable[[], bool]) -> tuple[float, float, float] | None:
         """The SVI steps of ``epoch``: the summed loss, the last beta and the seconds taken; ``None`` if stopped."""
         cfg = self.config
+        self._aux_sums = {term.name: 0.0 for term in self.aux}
         seed = int(np.random.SeedSequence([cfg.seed, epoch]).generate_state(1)[0])
         generator = torch.Generator(device=self.data.device).manual_seed(seed)
         first_step = (epoch - 1) * self.steps_per_epoch
@@ -276,15 +357,17 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` output, copying parameters in place.
 
-        The optimizer's moments are restored; its learning rate is this trainer's
-        ``config.lr``, so that a run can continue with a lower one.
+        The optimizer's moments are restored; its learning rates are the ones this
+        trainer's optimizer was built with (``config.lr`` for the default Adam), so
+        that a run can continue with a lower one.
         """
         load_params(state["params"])
         if state["optimizer"]["names"] != list(self.params):
             raise ValueError("the saved optimizer state belongs to other parameters")
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"]["state"])
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
         self.history = list(state["history"])
         _set_rng_state(state["rng"])
 
@@ -294,21 +377,45 @@ def register_params(model: Callable, guide: Callable, *args: torch.Tensor, **kwa
     is in the param store.
 
     Raises if an ``nn.Module``'s parameters are not the ones stored under its names,
-    which happens when the store still holds an earlier model's parameters.
+    which happens when the store still holds an earlier model's parameters (also
+    for a model or guide under :func:`~pyrovae.inference.handlers.bind_scales`).
 
     :returns: the param store's (unconstrained) parameters by name, sorted by name.
     """
     with torch.no_grad():
-        elbo_terms(model, guide, *args, **kwargs)
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     params = dict(sorted(pyro.get_param_store().named_parameters()))
     stored = {id(p) for p in params.values()}
-    for fn in (model, guide):
+    for fn in map(unwrapped, (model, guide)):
         if isinstance(fn, nn.Module) and any(id(p) not in stored for p in fn.parameters()):
             raise RuntimeError(
                 f"Pyro's param store holds stale parameters under the names {type(fn).__name__} "
                 "uses; call pyro.clear_param_store() before building a new model"
             )
     return params
+
+
+@torch.no_grad()
+def global_latents(model: Callable, guide: Callable, *args: torch.Tensor) -> list[str]:
+    """The guide's latent sites outside the data plate (the plate at dim -1 of the model's observed sites)."""
+    guide_trace = poutine.trace(guide).get_trace(*args)
+    plate = data_plate_name(poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args))
+    return [
+        site["name"]
+        for site in sample_sites(guide_trace)
+        if not site["is_observed"] and getattr(plate_frame(site), "name", None) != plate
+    ]
+
+
+def _optimizer(factory: Callable | None, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    """``factory(params)``, checked to be a torch optimizer; without a factory, :func:`_adam` at ``lr``."""
+    if factory is None:
+        return _adam(params, lr)
+    optimizer = factory(params)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must return a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    return optimizer
 
 
 def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:

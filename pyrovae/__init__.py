@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pyrovae.runs import LoadedRun
+    from pyrovae.store import LoadedRun
 
 __version__ = "0.1.0"
 
@@ -22,8 +22,8 @@ def load(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
     loaded), ``.config``, ``.spec``, ``.networks`` by name and ``.image_shape``.
 
     Reads the run without running code from it (see the README's threat model) and leaves Pyro's
-    param store as it is: :func:`pyrovae.runs.load_run`.
+    param store as it is: :func:`pyrovae.store.load_run`.
     """
-    from pyrovae.runs import load_run
+    from pyrovae.store import load_run
 
     return load_run(run_dir, device)

@@ -20,14 +20,15 @@ import io
 import os
 import pickle
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import torch
 
-from pyrovae.errors import InputError, one_line
+from pyrovae.errors import InputError, is_out_of_memory, one_line
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 2  # bumped when the checkpoint layout changes; 2: numpy's RNG state as a tensor
@@ -171,3 +172,14 @@ def _check_finite(path: Path, state: dict) -> None:
                 f"{path}: parameter {name} holds NaN or infinite values, which pyrovae never saves (the file was "
                 f"altered or damaged); {_fix(path)}"
             )
+
+
+@contextmanager
+def fits(path: Path) -> Iterator[None]:
+    """Report a checkpoint whose contents do not fit the model being built as a :class:`CheckpointError`."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        if is_out_of_memory(e):
+            raise  # not the checkpoint's fault
+        raise CheckpointError(f"{path}: does not fit this version of pyrovae or this run ({e})") from None

@@ -230,7 +230,8 @@ def _train(args: argparse.Namespace) -> None:
     import warnings
 
     from pyrovae.inference.diagnostics import PosteriorCollapseWarning
-    from pyrovae.runs import model_spec, train_run
+    from pyrovae.run_config import model_spec
+    from pyrovae.runs import train_run
     from pyrovae.validate import check_train
 
     config = check_train(args, given=args.given)
@@ -244,7 +245,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from pyrovae.runs import evaluate_run
+    from pyrovae.evaluate import evaluate_run
     from pyrovae.validate import check_evaluate
 
     check_evaluate(args)
@@ -268,7 +269,9 @@ def _sample(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from pyrovae.plots import save_samples
-    from pyrovae.runs import load_run, resolve_device, sample_inputs
+    from pyrovae.run_config import resolve_device
+    from pyrovae.runs import sample_inputs
+    from pyrovae.store import load_run
     from pyrovae.validate import check_sample
 
     check_sample(args)
@@ -302,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         marked = _parser(unset=sorted(set(vars(args)) - {"command"})).parse_args(argv)
         args.given = {k for k, v in vars(marked).items() if v is not UNSET} - {"command"}
     from pyrovae.errors import InputError
-    from pyrovae.runs import RunError, RunInterrupted
+    from pyrovae.runs import RunInterrupted
+    from pyrovae.store import RunError
 
     keep_freed_memory()
     try:

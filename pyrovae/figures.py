@@ -20,7 +20,7 @@ from torch import nn
 from pyrovae import latent, plots
 from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
 from pyrovae.inference.diagnostics import kl_per_dim, stochastic_latents, unit_activity
-from pyrovae.runs import load_run, load_run_data
+from pyrovae.store import load_run, load_run_data
 from pyrovae.validate import UsageError
 
 PAIRS = 5  # image pairs of the interpolate figure

@@ -2,7 +2,9 @@
 
 ``data_plate`` is the conditionally independent plate over datapoints (always at
 dim -1, so that particle plates can sit at dim -2), and ``kl_scale`` applies the
-beta of beta-VAE to a latent site in both model and guide.
+beta of beta-VAE to a latent site in both model and guide. A model that uses
+neither (a plain ``pyro.plate("data", B, dim=-1)``) gets the same site scales and
+plate frames from :func:`pyrovae.inference.handlers.with_scales`, applied from outside.
 """
 
 from __future__ import annotations

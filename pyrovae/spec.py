@@ -133,7 +133,7 @@ class ModelSpec:
 
     def prior_family(self, z: LatentSpec) -> families.Family:
         """p(z | ...)'s family, with its options (a parentless prior's parameter values apart)."""
-        cls = families.FAMILIES[families.ALIASES.get(z.prior.family or "normal", z.prior.family or "normal")]
+        cls = families.FAMILIES[z.prior.family or "normal"]  # parsed names are the registry's (no aliases)
         return families.get(cls.name, "prior", {k: v for k, v in z.prior.settings if k in cls.option_defaults})
 
     @property

@@ -26,7 +26,8 @@ from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
 from pyrovae.data import LABELLED, require_data_dir
 from pyrovae.errors import FieldError, InputError, check_float, check_int
 from pyrovae.inference.training import TrainConfig
-from pyrovae.runs import RunConfig, check_is_run_dir, model_spec, read_config
+from pyrovae.run_config import RunConfig, model_spec, read_config
+from pyrovae.store import check_is_run_dir
 
 RESUMABLE = ("epochs", "lr", "clip_norm", "device", "no_progress")  # train options --resume may change
 # A pixel standard deviation whose square (the variance) is a normal float32 number: below, the Gaussian

@@ -8,7 +8,7 @@ import pyro
 import pytest
 import torch
 
-from pyrovae import cli, runs, spec
+from pyrovae import cli, spec, store
 from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
 
 from conftest import SMALL, train
@@ -66,7 +66,7 @@ def test_a_learned_prior_is_learned_and_reloads(amat_dir: Path, tmp_path: Path):
     params = load_checkpoint(out / CHECKPOINT)["trainer"]["params"]
     scale = torch.nn.functional.softplus(params["prior_z$$$scale"]) + 1e-4
     assert not torch.allclose(scale, torch.full((3,), 0.5))  # it moved from where the spec started it
-    run = runs.load_run(out, "cpu")
+    run = store.load_run(out, "cpu")
     torch.testing.assert_close(run.model.conditionals["prior_z"]().base_dist.scale, scale)
 
 
@@ -102,7 +102,7 @@ def test_a_joint_model_of_image_and_label_trains_and_bounds_log_p_x_y(tmp_path: 
     assert cli.main(["evaluate", str(out), "--k", "1,50"]) == 0
     bounds = pd.read_csv(out / "bounds.csv").set_index("k")["bound"]
     assert bounds[50] > bounds[1]
-    run = runs.load_run(out, "cpu")
+    run = store.load_run(out, "cpu")
     x, y = torch.bernoulli(torch.full((4, 784), 0.2)), torch.tensor([0, 3, 3, 9])
     trace = pyro.poutine.trace(run.model).get_trace(x, y)
     assert trace.nodes["y"]["is_observed"] and torch.equal(trace.nodes["y"]["value"], y)

@@ -14,8 +14,9 @@ import pyro.util
 import pytest
 import torch
 
-from pyrovae import cli, runs
+from pyrovae import cli, evaluate, runs, store
 from pyrovae.checkpoint import CHECKPOINT, LEGACY_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from pyrovae.errors import InputError
 from pyrovae.inference import Trainer
 from pyrovae.lock import LOCK, run_lock
 
@@ -170,7 +171,7 @@ def test_the_lock_of_a_killed_process_does_not_block(run: Path):
     with subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True) as holder:
         try:
             assert holder.stdout.readline() == "locked\n"
-            with pytest.raises(runs.InputError, match="is in use by"), run_lock(run, "train"):
+            with pytest.raises(InputError, match="is in use by"), run_lock(run, "train"):
                 pass
         finally:
             holder.send_signal(signal.SIGKILL)  # the kernel releases its flock
@@ -330,8 +331,8 @@ def test_evaluate_refuses_a_read_only_run_before_computing(run: Path, capsys, mo
     def bound_table(*args, **kwargs):
         raise AssertionError("computed before finding that bounds.csv cannot be written")
 
-    monkeypatch.setattr(runs.tempfile, "TemporaryFile", read_only)  # chmod cannot stop root, who runs CI
-    monkeypatch.setattr(runs, "bound_table", bound_table)
+    monkeypatch.setattr(store.tempfile, "TemporaryFile", read_only)  # chmod cannot stop root, who runs CI
+    monkeypatch.setattr(evaluate, "bound_table", bound_table)
     err = one_error_line(capsys, 2, cli.main(["evaluate", str(run)]))
     assert f"{run}: cannot write bounds.csv there (Permission denied)" in err
 

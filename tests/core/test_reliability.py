@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pyrovae import cli, runs, spec
+from pyrovae import cli, evaluate, run_config, runs, spec, store
 from pyrovae.checkpoint import CHECKPOINT, atomic_write_text, load_checkpoint, save_checkpoint
 from pyrovae.data import DataError, check_splits, load_dataset
 from pyrovae.inference import Trainer
@@ -37,7 +37,7 @@ def test_config_json_rebuilds_the_model_after_the_builtin_spec_changes(amat_dir:
     changed.write_text(spec.builtin_path("vae").read_text().replace("size = 20", "size = 5"))
     monkeypatch.setattr(spec, "builtin_path", lambda name: changed)
     assert spec.load("vae").latents[0].size == 5  # the built-in family now
-    assert runs.model_spec(runs.load_run(out, "cpu").config).latents[0].size == 20  # the run's model
+    assert run_config.model_spec(store.load_run(out, "cpu").config).latents[0].size == 20  # the run's model
     assert cli.main(["evaluate", str(out), "--k", "1"]) == 0
     assert resume(out, "--epochs", "2") == 0
 
@@ -50,7 +50,7 @@ def test_configs_without_a_stored_spec_still_load(amat_dir: Path, tmp_path: Path
     del old["resolved_device"]
     (out / "config.json").write_text(json.dumps(old))
     state = load_checkpoint(out / CHECKPOINT)
-    state["config"] = dataclasses.asdict(runs.RunConfig.from_dict(old))
+    state["config"] = dataclasses.asdict(run_config.RunConfig.from_dict(old))
     del state["config"]["resolved_device"]
     save_checkpoint(out / CHECKPOINT, state)
     assert cli.main(["evaluate", str(out), "--k", "1"]) == 0
@@ -274,7 +274,7 @@ def test_out_of_memory_in_evaluate_suggests_a_smaller_chunk(trained: Path, capsy
     def bound_table(*args, **kwargs):
         raise torch.OutOfMemoryError(CUDA_OOM)
 
-    monkeypatch.setattr(runs, "bound_table", bound_table)
+    monkeypatch.setattr(evaluate, "bound_table", bound_table)
     capsys.readouterr()
     err = one_error_line(capsys, 1, cli.main(["evaluate", str(trained)]))
     assert "use a smaller --chunk-size or --batch-size" in err
@@ -313,7 +313,7 @@ def test_out_of_memory_while_loading_a_run_is_not_blamed_on_its_checkpoint(train
     def build_model(*args, **kwargs):
         raise RuntimeError(CPU_OOM)
 
-    monkeypatch.setattr(runs, "build_model", build_model)
+    monkeypatch.setattr(store, "build_model", build_model)  # load_run builds the model
     capsys.readouterr()
     err = one_error_line(capsys, 1, cli.main(["sample", str(trained), "--out", str(trained.parent / "s.png")]))
     assert err.endswith("out of memory (could not allocate 292 GiB): use a smaller --n; the run is unchanged\n")

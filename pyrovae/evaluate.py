@@ -1,0 +1,56 @@
+"""``pyrovae evaluate``: the bounds L_k of a trained run and its active units, into ``bounds.csv``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import pyro
+
+from pyrovae.checkpoint import atomic_write_text
+from pyrovae.inference.bounds import bound_table
+from pyrovae.inference.diagnostics import active_units
+from pyrovae.lock import run_lock
+from pyrovae.store import check_writable, load_run, load_run_data
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    ks: Sequence[int] = (1, 5, 50, 5000),
+    split: str = "test",
+    limit: int | None = None,
+    chunk_size: int | None = None,
+    batch_size: int = 100,
+    device: str = "auto",
+) -> tuple[pd.DataFrame | None, dict[str, int]]:
+    """Bounds L_k on a split and active units; writes ``RUN_DIR/bounds.csv``.
+
+    ``bounds.csv`` has a row per k: ``k``, ``bound``, ``stderr``, ``seconds``,
+    ``split`` and ``images`` (the number of datapoints evaluated, after ``limit``).
+    The particles are drawn from the run's seed, so evaluating twice gives the same table.
+
+    An autoencoder has no density over x, so its bounds are not applicable: the
+    table is then ``None`` and no ``bounds.csv`` is written (active units still are).
+    """
+    run_dir = Path(run_dir)
+    run = load_run(run_dir, device)
+    check_writable(run_dir, "bounds.csv")
+    with run_lock(run_dir, "evaluate"):
+        data = load_run_data(run.config, device)
+        data.split(split)  # fail early, with the split names, on a typo
+
+        def batches():
+            return data.eval_batches(split, batch_size, limit=limit, labels=bool(run.model.labels))
+
+        if not run.model.probabilistic:
+            return None, active_units(run.guide, batches())
+
+        pyro.set_rng_seed(run.config.train.seed)  # the same run evaluates to the same numbers (on one device)
+        table = pd.DataFrame(bound_table(run.model, run.guide, batches, ks, chunk_size=chunk_size))
+        images = data.split(split).shape[0]
+        table["split"] = split
+        table["images"] = images if limit is None else min(limit, images)
+        atomic_write_text(run_dir / "bounds.csv", table.to_csv(index=False))
+        return table, active_units(run.guide, batches())
