@@ -105,7 +105,8 @@ class VampMixture(nn.Module):
 
 
 class NormalMixture(dist.TorchDistribution):
-    """The uniform mixture of K diagonal Normals N(loc_k, diag scale_k^2), ``loc`` and ``scale`` ``(K, D)``.
+    """The mixture of K diagonal Normals N(loc_k, diag scale_k^2), ``loc`` and ``scale`` ``(K, D)``, with
+    weights softmax(``logits``) ``(K,)`` (uniform when ``None``).
 
     Its ``log_prob`` takes three matrix products instead of the ``(..., K, D)`` tensor of elementwise
     densities that ``MixtureSameFamily`` builds: for the VampPrior's L_5000 (5000 particles x a batch x
@@ -120,16 +121,27 @@ class NormalMixture(dist.TorchDistribution):
     support = constraints.real_vector
     has_rsample = False
 
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, batch_shape: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        loc: torch.Tensor,
+        scale: torch.Tensor,
+        logits: torch.Tensor | None = None,
+        batch_shape: tuple[int, ...] = (),
+    ) -> None:
         self.loc, self.scale = loc, scale  # (K, D) each
+        self.logits = loc.new_zeros(loc.shape[0]) if logits is None else logits  # (K,)
         super().__init__(torch.Size(batch_shape), loc.shape[-1:], validate_args=False)
 
+    @property
+    def log_weights(self) -> torch.Tensor:
+        return self.logits.log_softmax(-1)  # (K,)
+
     def expand(self, batch_shape: torch.Size, _instance: object = None) -> NormalMixture:
-        return NormalMixture(self.loc, self.scale, torch.Size(batch_shape))
+        return NormalMixture(self.loc, self.scale, self.logits, torch.Size(batch_shape))
 
     def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
-        k = torch.randint(self.loc.shape[0], shape, device=self.loc.device)  # a component per draw
+        k = dist.Categorical(logits=self.logits).sample(shape)  # a component per draw
         return self.loc[k] + self.scale[k] * torch.randn(*shape, self.loc.shape[-1], device=self.loc.device)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -138,14 +150,16 @@ class NormalMixture(dist.TorchDistribution):
         d = self.loc.shape[-1]
         const = (self.loc.pow(2) * precision).sum(-1) + 2 * self.scale.log().sum(-1) + d * math.log(2 * math.pi)
         quadratic = z.pow(2) @ precision.T - 2 * z @ (self.loc * precision).T + const  # (N, K)
-        log_p = torch.logsumexp(-0.5 * quadratic, dim=-1) - math.log(self.loc.shape[0])
+        log_p = torch.logsumexp(-0.5 * quadratic + self.log_weights, dim=-1)
         return log_p.reshape(value.shape[:-1]).expand(torch.broadcast_shapes(value.shape[:-1], self.batch_shape))
 
     @property
     def mean(self) -> torch.Tensor:
-        return self.loc.mean(0).expand(*self.batch_shape, -1)
+        w = self.log_weights.exp()[:, None]  # (K, 1)
+        return (w * self.loc).sum(0).expand(*self.batch_shape, -1)
 
     @property
     def variance(self) -> torch.Tensor:
-        second = (self.scale.pow(2) + self.loc.pow(2)).mean(0)
-        return (second - self.loc.mean(0).pow(2)).expand(*self.batch_shape, -1)
+        w = self.log_weights.exp()[:, None]
+        second = (w * (self.scale.pow(2) + self.loc.pow(2))).sum(0)
+        return (second - (w * self.loc).sum(0).pow(2)).expand(*self.batch_shape, -1)

@@ -160,3 +160,9 @@ def test_the_normal_mixture_log_prob_equals_the_elementwise_one():
     torch.testing.assert_close(mixture.mean, dist.MixtureSameFamily(weights, components).mean)
     torch.testing.assert_close(mixture.variance, dist.MixtureSameFamily(weights, components).variance)
     assert mixture.expand((4, 5)).sample((2,)).shape == (2, 4, 5, 3)
+    logits = torch.randn(6)
+    weighted = dist.MixtureSameFamily(dist.Categorical(logits=logits), components)
+    torch.testing.assert_close(
+        NormalMixture(loc, scale, logits).log_prob(z), weighted.log_prob(z), atol=1e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(NormalMixture(loc, scale, logits).variance, weighted.variance)
