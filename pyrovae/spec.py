@@ -286,6 +286,8 @@ def _prior(table: Mapping, where: str, hidden: tuple[int, ...]) -> NetSpec:
             "its network; drop learn and the parameter values"
         )
     settings = _checked_settings(family, settings, f"{where}.prior", "prior")
+    if given.given and not families.FAMILIES[family].capabilities.conditional:
+        raise SpecError(f"spec: {where}.prior: a {family} prior has no parents; drop the latent's given")
     return dataclasses.replace(given, family=family, settings=settings, learn=learn)
 
 

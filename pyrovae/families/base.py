@@ -42,6 +42,7 @@ class Capabilities:
     has_mean: bool = True  # .mean is E[z], so active units need no sampling
     factorized: bool = True  # independent per dimension, so a KL per dimension exists
     analytic_kl: frozenset[str] = frozenset()  # prior families against which KL(q || p) is in closed form
+    conditional: bool = True  # can be a conditional p(z | parents) from a network's outputs (else parentless only)
     support: str = "real"  # of its values: real | binary | unit-interval | count | class (an index)
 
 

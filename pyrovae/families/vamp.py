@@ -43,7 +43,7 @@ class VampPrior(Family):
 
     name = "vamp"
     roles = frozenset({"prior"})
-    capabilities = Capabilities(reparameterized=False, has_mean=True, factorized=False)
+    capabilities = Capabilities(reparameterized=False, has_mean=True, factorized=False, conditional=False)
     option_defaults: ClassVar[dict[str, float]] = {"components": 500.0}
 
     def __post_init__(self) -> None:

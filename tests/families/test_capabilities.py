@@ -11,7 +11,7 @@ from pyrovae.nets import GaussianEncoder, mlp
 
 SIZE, IN_DIM, BATCH = 3, 5, 4
 CONDITIONAL = [(n, r) for r in ("guide", "likelihood", "prior") for n in families.names(r) if n != "diag"]
-CONDITIONAL = [(n, r) for n, r in CONDITIONAL if n != "vamp"]  # a parentless prior only
+CONDITIONAL = [(n, r) for n, r in CONDITIONAL if families.FAMILIES[families.ALIASES.get(n, n)].capabilities.conditional]
 
 
 def conditional(name: str, role: str) -> tuple[families.Family, torch.nn.Module]:
@@ -52,7 +52,7 @@ def test_declared_analytic_kls_exist_and_match_monte_carlo(name: str):
         torch.testing.assert_close(kl_divergence(q, p).expand(BATCH), monte_carlo, atol=0.05, rtol=0.02)
 
 
-@pytest.mark.parametrize("name", [n for n in families.names("prior") if n not in ("diag", "vamp")])
+@pytest.mark.parametrize("name", [n for n in families.names("prior") if n not in ("diag", "vamp", "mixture")])
 @pytest.mark.parametrize("learn", [False, True])
 def test_a_parentless_prior_is_the_family_at_its_values(name: str, learn: bool):
     family = families.get(name, "prior")
@@ -127,3 +127,15 @@ def test_a_label_family_gives_class_indices_and_enumerates(name: str):
     family.check(y)
     with pytest.raises(ValueError, match="class indices"):
         family.check(y.float())
+
+
+def test_the_mixture_prior_learns_its_components_and_is_their_mixture():
+    prior = families.get("mixture", "prior", {"components": 3}).free(SIZE, {}, learn=True, context={})
+    assert sorted(name for name, _ in prior.named_parameters()) == ["loc", "logits", "raw_scale"]
+    fn, z = prior(), torch.randn(2, 4, SIZE)
+    scale = torch.nn.functional.softplus(prior.raw_scale) + 1e-4
+    components = dist.Normal(prior.loc, scale).to_event(1)
+    expected = dist.MixtureSameFamily(dist.Categorical(logits=prior.logits), components).log_prob(z)
+    torch.testing.assert_close(fn.log_prob(z), expected, atol=1e-5, rtol=1e-5)
+    fn.log_prob(z).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in prior.parameters())
