@@ -55,6 +55,7 @@ from pyrovae.families import (  # noqa: E402, F401
     gaussian,
     iaf,
     laplace,
+    mixture,
     negative_binomial,
     normal,
     poisson,

@@ -28,6 +28,7 @@ FAMILIES = {  # id -> (prior, encoder extras, likelihood)
     "student-t-prior": ('{ family = "student-t", df = 4 }', "", "bernoulli"),
     "learned-normal-prior": ('{ family = "normal", learn = true, scale = 0.5 }', "", "bernoulli"),
     "vamp-prior": ('{ family = "vamp", components = 8 }', "", "bernoulli"),
+    "mixture-prior": ('{ family = "mixture", components = 4 }', "", "bernoulli"),
     "iaf-guide": ('"normal"', ', family = "iaf", flows = 2', "bernoulli"),
     "poisson": ('"normal"', "", "poisson"),
     "negative-binomial": ('"normal"', "", "negative-binomial"),
@@ -52,7 +53,7 @@ def test_a_new_family_trains_and_its_bounds_rise_with_k(amat_dir: Path, tmp_path
     assert cli.main(["sample", str(out), "--n", "8", "--out", str(tmp_path / "s.png")]) == 0
 
 
-@pytest.mark.parametrize("name", ["laplace-prior", "student-t-prior", "vamp-prior", "iaf-guide"])
+@pytest.mark.parametrize("name", ["laplace-prior", "student-t-prior", "vamp-prior", "mixture-prior", "iaf-guide"])
 def test_mf_elbo_is_refused_where_no_kl_is_in_closed_form(amat_dir: Path, tmp_path: Path, capsys, name: str):
     assert train(amat_dir, tmp_path / "run", "--spec", str(write_spec(tmp_path, name)), "--objective", "mf-elbo") == 2
     err = capsys.readouterr().err
@@ -116,3 +117,13 @@ def test_a_joint_model_needs_labelled_data(amat_dir: Path, tmp_path: Path, capsy
     (tmp_path / "joint.toml").write_text(JOINT)
     assert train(amat_dir, tmp_path / "run", "--spec", str(tmp_path / "joint.toml")) == 2
     assert "binarized-mnist has none" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("prior", ['"vamp"', '"mixture"'])
+def test_a_parentless_family_cannot_be_a_conditional_prior(prior: str):
+    text = SPEC.format(prior=prior, encoder="", likelihood="bernoulli").replace(
+        "size = 3\n", 'size = 3\ngiven = ["w"]\n'
+    )
+    text += '[[latent]]\nname = "w"\nsize = 2\nencoder = { given = ["x"] }\n'
+    with pytest.raises(spec.SpecError, match="prior has no parents; drop the latent's given"):
+        spec.parse(spec.tomllib.loads(text))
