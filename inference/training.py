@@ -36,7 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyrovae.data import Dataset, batch_args
-from pyrovae.errors import FLOAT32_MAX, FieldError, check_choice, check_float, check_int, check_type
+from pyrovae.errors import FLOAT32_MAX, FieldError, check_choice, check_float, check_int, check_type, is_out_of_memory
 from pyrovae.inference.annealing import parse_schedule
 from pyrovae.inference.diagnostics import (
     PosteriorCollapseWarning,
@@ -218,6 +218,8 @@ class Trainer:
         try:
             loss = self.objective.differentiable_loss(model, guide, *args)
         except (RuntimeError, ValueError) as e:
+            if is_out_of_memory(e):  # not a shape error: the command line names what to make smaller
+                raise
             k, dim = vectorized_particles(self.objective)
             explained = e if k == 1 else particle_error(e, model, guide, *args, num_particles=k, dim=dim)
             if explained is e:  # not the particle dimension's fault

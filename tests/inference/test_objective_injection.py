@@ -167,3 +167,14 @@ def test_bad_auxiliary_terms_are_refused(aux, error, message: str):
 def test_an_auxiliary_loss_checks_its_fields(options: dict, message: str):
     with pytest.raises((TypeError, ValueError), match=message):
         AuxiliaryLoss(**{"name": "a", "weight": 1.0, "fn": encoder_energy, **options})
+
+
+def test_out_of_memory_under_particles_is_not_blamed_on_broadcasting(monkeypatch):
+    trainer = Trainer(*double_vae(), tiny(), TrainConfig(batch_size=16, objective="iwae", particles=5), progress=False)
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer.objective, "differentiable_loss", out_of_memory)
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        trainer.step(tiny().split("train")[:16], 1.0)
