@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from pyrovae.data import batch_args
 from pyrovae.inference.log_weights import log_weights
+from pyrovae.primitives import batch_args
 
 # Particle x datapoint rows per vectorized pass when the chunk size is automatic, by device type.
 # CPU: the fastest of 500 to 25,000 rows (784-400-400-50 MLPs). Accelerators: a memory bound, about

@@ -19,8 +19,8 @@ from pyro.distributions import Delta, Distribution, Independent
 from pyro.distributions.kl import kl_divergence
 from pyro.poutine.util import site_is_subsample
 
-from pyrovae.data import batch_args
 from pyrovae.inference.log_weights import vectorized
+from pyrovae.primitives import batch_args
 
 ACTIVE_THRESHOLD = 0.01
 COLLAPSE_KL = 0.01  # nats per datapoint for the whole latent: below it, q(z | x) is the prior

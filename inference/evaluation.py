@@ -8,8 +8,8 @@ import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 
-from pyrovae.data import batch_args
 from pyrovae.inference.log_weights import data_plate_name, plate_frame, sample_sites, site_log_prob, vectorized
+from pyrovae.primitives import batch_args
 
 
 @torch.no_grad()

@@ -35,7 +35,7 @@ from pyro import poutine
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyrovae.data import Dataset, batch_args
+from pyrovae.data import Dataset
 from pyrovae.errors import FLOAT32_MAX, FieldError, check_choice, check_float, check_int, check_type, is_out_of_memory
 from pyrovae.inference.annealing import parse_schedule
 from pyrovae.inference.diagnostics import (
@@ -56,6 +56,7 @@ from pyrovae.inference.objectives import (
     check_auxiliary,
     vectorized_particles,
 )
+from pyrovae.primitives import batch_args
 
 METRICS = ("epoch", "train_elbo", "test_elbo", "reconstruction", "kl", "beta", "train_loss", "seconds", "active_units")
 

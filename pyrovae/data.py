@@ -116,11 +116,6 @@ class Dataset:
         return self.splits[name]
 
 
-def batch_args(batch: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """A batch as a model's positional arguments: ``(x,)``, or ``(x, y)`` for a labelled batch."""
-    return batch if isinstance(batch, tuple) else (batch,)
-
-
 def load_dataset(
     name: str,
     *,

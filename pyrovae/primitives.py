@@ -47,3 +47,8 @@ def kl_scale(beta: float) -> AbstractContextManager:
     if beta == 1:
         return nullcontext()
     return poutine.scale(scale=beta)
+
+
+def batch_args(batch: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """A batch as a model's positional arguments: ``(x,)``, or ``(x, y)`` for a labelled batch."""
+    return batch if isinstance(batch, tuple) else (batch,)

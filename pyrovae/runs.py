@@ -23,12 +23,13 @@ from torch import nn
 
 from pyrovae import spec
 from pyrovae.checkpoint import CHECKPOINT, atomic_write_text, fits, load_checkpoint, save_checkpoint
-from pyrovae.data import DataError, Dataset, batch_args
+from pyrovae.data import DataError, Dataset
 from pyrovae.errors import (
     InputError,
 )
 from pyrovae.inference.training import Diverged, TrainConfig, Trainer
 from pyrovae.plots import decoded_mean, save_grid, save_reconstructions, save_samples
+from pyrovae.primitives import batch_args
 from pyrovae.run_config import RunConfig, build_model, device_name, model_spec, resolve_device
 from pyrovae.store import (
     RunError,

@@ -95,3 +95,21 @@ def one_error_line(capsys, status: int, returned: int) -> str:
     assert returned == status, err
     assert err.startswith("pyrovae: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     return err
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An uncompressed IDX file (the MNIST format): magic 0x08 0x0N, big-endian sizes, unsigned bytes."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def mnist_dir(tmp_path: Path) -> Path:
+    """A labelled ``--dataset mnist`` directory of 80 training and 40 test digits (noise, labels 0..9)."""
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 80), ("t10k", 40)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    return tmp_path / "mnist"

@@ -95,11 +95,11 @@ given = ["z"]
 
 
 @pytest.mark.parametrize("objective", [["--objective", "elbo"], ["--objective", "iwae", "--particles", "3"]])
-def test_a_joint_model_of_image_and_label_trains_and_bounds_log_p_x_y(tmp_path: Path, capsys, objective):
+def test_a_joint_model_of_image_and_label_trains_and_bounds_log_p_x_y(mnist_dir: Path, tmp_path: Path, objective):
     path, out = tmp_path / "joint.toml", tmp_path / "run"
     path.write_text(JOINT)
-    argv = ["train", "--spec", str(path), "--out", str(out), *SMALL, "--epochs", "2", *objective]
-    assert cli.main(argv) == 0  # mnist-5k: labelled
+    data = ["--dataset", "mnist", "--data-dir", str(mnist_dir)]  # labelled
+    assert cli.main(["train", "--spec", str(path), "--out", str(out), *data, *SMALL, "--epochs", "2", *objective]) == 0
     assert cli.main(["evaluate", str(out), "--k", "1,50"]) == 0
     bounds = pd.read_csv(out / "bounds.csv").set_index("k")["bound"]
     assert bounds[50] > bounds[1]

@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -11,24 +10,6 @@ from pyrovae import cli, spec
 from pyrovae.models.likelihoods import LIKELIHOODS
 
 SMALL = ["--hidden", "16", "--batch-size", "40", "--epochs", "1", "--no-progress"]
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An uncompressed IDX file (the MNIST format): magic 0x08 0x0N, big-endian sizes, unsigned bytes."""
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-@pytest.fixture
-def mnist_dir(tmp_path: Path) -> Path:
-    """A labelled ``--dataset mnist`` directory of 80 training and 40 test digits (noise, labels 0..9)."""
-    rng = np.random.default_rng(0)
-    raw = tmp_path / "mnist" / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for prefix, n in (("train", 80), ("t10k", 40)):
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
-    return tmp_path / "mnist"
 
 
 def train(data: Path, out: Path, *extra: str) -> int:

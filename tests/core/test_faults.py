@@ -58,6 +58,7 @@ def assert_continues_like_a_straight_run(amat_dir: Path, out: Path, tmp_path: Pa
     assert not list(out.glob(".*.tmp"))
 
 
+@pytest.mark.slow  # a real process killed: 5 s
 def test_kill_9_then_resume_matches_an_uninterrupted_run(amat_dir: Path, tmp_path: Path):
     out = tmp_path / "run"
     killed = stop_during_training(amat_dir, out, signal.SIGKILL, after_epoch=3)
@@ -66,6 +67,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(amat_dir: Path, tmp_pat
     assert_continues_like_a_straight_run(amat_dir, out, tmp_path)
 
 
+@pytest.mark.slow  # real processes signalled: 12 s
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_exits_cleanly_and_says_how_to_resume(amat_dir: Path, tmp_path: Path, signum: int, status: int):
     out = tmp_path / "run"

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from pyrovae.data import DataError, Dataset, batch_args
+from pyrovae.data import DataError, Dataset
+from pyrovae.primitives import batch_args
 
 
 def data() -> Dataset:

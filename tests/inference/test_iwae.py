@@ -136,6 +136,7 @@ def test_dreg_model_gradients_equal_the_standard_ones_draw_by_draw():
             assert torch.allclose(standard[name], dreg[name], atol=1e-5), name
 
 
+@pytest.mark.slow  # a statistical check: 11 s
 @pytest.mark.parametrize("beta", [1.0, 0.3, 0.0])  # beta-scaled and masked latents keep part of the score term
 def test_dreg_guide_gradient_has_the_standard_expectation(beta: float):
     model, guide = make_vae(data_dim=6, latent_dim=2, hidden=(4,))
