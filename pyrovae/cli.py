@@ -26,24 +26,32 @@ from collections.abc import Sequence
 
 from pyrovae.errors import is_out_of_memory, one_line
 
-DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")  # == pyrovae.data.DATASETS
-OBJECTIVES = ("elbo", "mf-elbo", "iwae", "renyi")  # == pyrovae.inference.objectives.OBJECTIVES
-ACTIVATIONS = ("relu", "softplus", "tanh", "elu")  # == pyrovae.nets.ACTIVATIONS
-MODELS = ("vae", "cvae", "hvae", "ae", "dae")  # == pyrovae.spec.BUILTIN
-LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "learned-gaussian", "negative-binomial", "poisson")
-GUIDES = ("diag", "full", "iaf")  # guide families of pyrovae.families that --guide offers
 UNSET = object()  # the default of an option not written on the command line, when asked for
-PLOT_KINDS = (  # == pyrovae.figures.KINDS
-    "samples",
-    "reconstructions",
-    "latent-map",
-    "manifold",
-    "interpolate",
-    "traverse",
-    "arithmetic",
-    "kl-per-dim",
-    "curves",
-)
+
+
+def choices(command: str | None) -> dict[str, tuple[str, ...] | None]:
+    """The choices of ``command``'s options, from the registries that define them: data sets, objectives,
+    activations, built-in models, the distribution families (likelihoods, guides) and the figure kinds.
+
+    Only the command named on the command line reads them (they import torch and matplotlib), so that
+    ``pyrovae --help`` answers at once; for the others every choice is ``None`` (not checked, not shown).
+    """
+    names = ("dataset", "objective", "activation", "model", "likelihood", "guide", "kind")
+    if command == "train":
+        from pyrovae import families, spec
+        from pyrovae.data import DATASETS
+        from pyrovae.inference.objectives import OBJECTIVES
+        from pyrovae.nets import ACTIVATIONS
+
+        stochastic = [n for n in families.names("guide") if not families.get(n, "guide").capabilities.deterministic]
+        guides = ("diag", *(n for n in stochastic if n not in ("diag", "normal")))  # diag is the Normal's name
+        found = (DATASETS, OBJECTIVES, tuple(ACTIVATIONS), spec.BUILTIN, families.names("likelihood"), guides, None)
+        return dict(zip(names, found, strict=True))
+    if command == "plot":
+        from pyrovae.figures import KINDS
+
+        return dict.fromkeys(names) | {"kind": KINDS}
+    return dict.fromkeys(names)
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -98,14 +106,14 @@ class _Parser(argparse.ArgumentParser):
 def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argparse.ArgumentParser:
     """The command-line parser; ``unset``: ``train`` options that read :data:`UNSET` unless given;
     ``command``: the command named on the command line, for the hint of the top-level parser's errors."""
-    fmt = _HelpFormatter
+    fmt, choice = _HelpFormatter, choices(command)
     parser = _Parser(prog="pyrovae", description="Variational autoencoders on Pyro.", formatter_class=fmt)
     parser.hint = f"pyrovae {command}" if command else None
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a model into a run directory", formatter_class=fmt)
     train.add_argument("--out", required=True, help="run directory to create (or continue with --resume)")
-    train.add_argument("--dataset", default="mnist-5k", choices=DATASETS, help="data set")
+    train.add_argument("--dataset", default="mnist-5k", choices=choice["dataset"], help="data set")
     train.add_argument(
         "--data-dir",
         default=None,
@@ -119,7 +127,7 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
     )
     train.add_argument("--batch-size", type=int, default=100, help="datapoints per step")
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    train.add_argument("--objective", default="elbo", choices=OBJECTIVES, help="training objective")
+    train.add_argument("--objective", default="elbo", choices=choice["objective"], help="training objective")
     train.add_argument("--particles", type=int, default=1, help="samples of z per datapoint (k for iwae, renyi)")
     train.add_argument("--iwae-gradient", default="standard", choices=("standard", "dreg"), help="IWAE estimator")
     train.add_argument("--alpha", type=float, default=0.5, help="order of the Renyi bound (--objective renyi)")
@@ -147,7 +155,9 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
         "model (options left out take the values of the model's spec, models/specs/FAMILY.toml; "
         "the defaults below are the vae's)"
     )
-    model.add_argument("--model", default=argparse.SUPPRESS, choices=MODELS, help="built-in family (default: vae)")
+    model.add_argument(
+        "--model", default=argparse.SUPPRESS, choices=choice["model"], help="built-in family (default: vae)"
+    )
     model.add_argument(
         "--spec", default=argparse.SUPPRESS, help="TOML file declaring the model instead of --model (default: none)"
     )
@@ -158,18 +168,23 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
     model.add_argument(
         "--hidden", type=_int_list, default=keep, help="hidden widths of every network (default: 400,400)"
     )
-    model.add_argument("--activation", default=keep, choices=ACTIVATIONS, help="hidden activation (default: relu)")
     model.add_argument(
-        "--likelihood", default=keep, choices=LIKELIHOODS, help="p(x | z) (default: bernoulli, every built-in's)"
+        "--activation", default=keep, choices=choice["activation"], help="hidden activation (default: relu)"
+    )
+    model.add_argument(
+        "--likelihood",
+        default=keep,
+        choices=choice["likelihood"],
+        help="p(x | z) (default: bernoulli, every built-in's)",
     )
     model.add_argument("--obs-scale", type=float, default=keep, help="gaussian: pixel std (default: 0.1)")
     model.add_argument("--min-obs-scale", type=float, default=keep, help="learned-gaussian: std floor (default: 0.01)")
     model.add_argument(
         "--guide",
         default=keep,
-        choices=GUIDES,
-        help="q(z | x): diagonal or full-covariance Normal, or an inverse autoregressive flow "
-        "(default: diag; the autoencoders' is a point mass)",
+        choices=choice["guide"],
+        help="q(z | x)'s family (pyrovae/families): diagonal or full-covariance Normal, an inverse autoregressive "
+        "flow, Laplace, Student-t (default: diag; the autoencoders' is a point mass)",
     )
     model.add_argument(
         "--arch", default=keep, choices=("mlp", "conv"), help="networks reading or writing images (default: mlp)"
@@ -213,7 +228,7 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
 
     plot = commands.add_parser("plot", help="a figure of a trained run, as a PNG", formatter_class=fmt)
     plot.add_argument("run_dir", help="run directory")
-    plot.add_argument("--kind", required=True, choices=PLOT_KINDS, help="figure")
+    plot.add_argument("--kind", required=True, choices=choice["kind"], help="figure")
     plot.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/KIND.png)")
     plot.add_argument("--temperature", type=float, default=1.0, help="samples: prior spread scale")
     plot.add_argument(
@@ -302,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = command if command in COMMANDS else None
     args = _parser(command=command).parse_args(argv)
     if args.command == "train":  # which options were written, to tell what --resume would change
-        marked = _parser(unset=sorted(set(vars(args)) - {"command"})).parse_args(argv)
+        marked = _parser(unset=sorted(set(vars(args)) - {"command"}), command="train").parse_args(argv)
         args.given = {k for k, v in vars(marked).items() if v is not UNSET} - {"command"}
     from pyrovae.errors import InputError
     from pyrovae.runs import RunInterrupted

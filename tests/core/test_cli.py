@@ -9,7 +9,7 @@ import pyro
 import pytest
 from PIL import Image
 
-from pyrovae import cli, data, nets
+from pyrovae import cli, data, families, nets
 from pyrovae.inference import objectives
 from pyrovae.inference.training import METRICS
 
@@ -89,10 +89,21 @@ def test_evaluate_without_checkpoint_is_a_clear_error(tmp_path: Path, capsys):
     assert "checkpoint.pt" in capsys.readouterr().err
 
 
-def test_cli_choices_match_the_library():
-    assert cli.DATASETS == data.DATASETS
-    assert cli.OBJECTIVES == objectives.OBJECTIVES
-    assert set(cli.ACTIVATIONS) == set(nets.ACTIVATIONS)
+def test_cli_choices_come_from_the_registries():
+    train = cli.choices("train")
+    assert train["dataset"] == data.DATASETS and train["objective"] == objectives.OBJECTIVES
+    assert set(train["activation"]) == set(nets.ACTIVATIONS) and train["likelihood"] == families.names("likelihood")
+    assert "delta" not in train["guide"] and {"diag", "full", "iaf"} <= set(train["guide"])
+
+
+def test_a_newly_registered_family_is_a_command_line_choice(monkeypatch):
+    class Zipf(families.Family):
+        name, roles = "zipf", frozenset({"likelihood"})
+
+    monkeypatch.setitem(families.FAMILIES, "zipf", Zipf)
+    assert "zipf" in cli.choices("train")["likelihood"]
+    help_text = cli._parser(command="train")._subparsers._group_actions[0].choices["train"].format_help()
+    assert "zipf" in help_text
 
 
 def test_help_lists_the_commands_and_imports_no_torch():

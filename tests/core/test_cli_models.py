@@ -86,8 +86,8 @@ def test_train_from_a_spec_file(amat_dir: Path, tmp_path: Path, capsys):
     assert "latent[1].size: missing" in capsys.readouterr().err
 
 
-def test_cli_model_choices_match_the_library():
-    assert cli.MODELS == spec.BUILTIN and cli.LIKELIHOODS == LIKELIHOODS
+def test_cli_model_choices_are_the_library_s():
+    assert cli.choices("train")["model"] == spec.BUILTIN and cli.choices("train")["likelihood"] == LIKELIHOODS
 
 
 def test_latent_figures_of_a_conditional_model_are_refused_in_one_line(mnist_dir: Path, tmp_path: Path, capsys):

@@ -88,8 +88,8 @@ def test_argument_errors_are_one_line_with_the_choices(tmp_path: Path, capsys, o
     assert e.value.code == 2 and err.startswith(f"pyrovae: error: {message}") and err.count("\n") == 1, err
     assert err.endswith("; see pyrovae train --help\n") and "usage:" not in err
     if "choice" in message:  # every valid choice is listed
-        choices = {"--dataset": cli.DATASETS, "--activation": cli.ACTIVATIONS, "--objective": cli.OBJECTIVES}
-        choices |= {"--model": cli.MODELS, "--likelihood": cli.LIKELIHOODS}
+        train = cli.choices("train")
+        choices = {f"--{name}": train[name] for name in ("dataset", "activation", "objective", "model", "likelihood")}
         assert all(repr(c) in err for c in choices[option[0]])
     assert not (tmp_path / "run").exists()
 
