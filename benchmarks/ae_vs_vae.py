@@ -6,7 +6,7 @@ Trains ``--model ae`` and ``--model vae`` of the same size (784-400-400-2 ReLU,
 Bernoulli decoder, 30 epochs of mnist-5k) through ``pyrovae train``, then draws
 for each the decoded prior samples (``pyrovae sample``: z ~ N(0, I) through the
 decoder) and the 2-D latent map of the test digits (the ``latent-map`` figure of
-``pyrovae plot``, drawn through :func:`pyrovae.figures.plot_run` with the prior's
+``pyrovae plot``, drawn through :func:`pyrovae.viz.figures.plot_run` with the prior's
 1- and 2-sigma circles). Writes ``benchmarks/results/ae_vs_vae.png`` and ``ae_vs_vae.md``.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pyrovae.figures import PlotOptions, plot_run
-from pyrovae.plots import new_figure, save_figure
+from pyrovae.viz.figures import PlotOptions, plot_run
+from pyrovae.viz.plots import new_figure, save_figure
 
 RESULTS = Path(__file__).parent / "results"
 SETTINGS = ["--latent-dim", "2", "--hidden", "400,400", "--no-progress"]

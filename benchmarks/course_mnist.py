@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from pyrovae.plots import new_figure, save_figure
+from pyrovae.viz.plots import new_figure, save_figure
 
 RESULTS = Path(__file__).parent / "results"
 EPOCHS = (1, 5, 10)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pyrovae.figures import KINDS
+from pyrovae.viz.figures import KINDS
 
 RESULTS = Path(os.path.relpath(Path(__file__).parent / "results"))  # relative: the commands are written out
 FIGURES = RESULTS / "figures"

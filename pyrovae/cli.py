@@ -48,7 +48,7 @@ def choices(command: str | None) -> dict[str, tuple[str, ...] | None]:
         found = (DATASETS, OBJECTIVES, tuple(ACTIVATIONS), spec.BUILTIN, families.names("likelihood"), guides, None)
         return dict(zip(names, found, strict=True))
     if command == "plot":
-        from pyrovae.figures import KINDS
+        from pyrovae.viz.figures import KINDS
 
         return dict.fromkeys(names) | {"kind": KINDS}
     return dict.fromkeys(names)
@@ -283,11 +283,11 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _sample(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from pyrovae.plots import save_samples
     from pyrovae.run_config import resolve_device
     from pyrovae.runs import sample_inputs
     from pyrovae.store import load_run
     from pyrovae.validate import check_sample
+    from pyrovae.viz.plots import save_samples
 
     check_sample(args)
     run = load_run(args.run_dir, args.device)
@@ -298,8 +298,8 @@ def _sample(args: argparse.Namespace) -> None:
 
 
 def _plot(args: argparse.Namespace) -> None:
-    from pyrovae.figures import PlotOptions, plot_run
     from pyrovae.validate import check_plot
+    from pyrovae.viz.figures import PlotOptions, plot_run
 
     check_plot(args)
     triples = {"triples": tuple(args.classes)} if args.classes else {}

@@ -28,7 +28,6 @@ from pyrovae.errors import (
     InputError,
 )
 from pyrovae.inference.training import Diverged, TrainConfig, Trainer
-from pyrovae.plots import decoded_mean, save_grid, save_reconstructions, save_samples
 from pyrovae.primitives import batch_args
 from pyrovae.run_config import RunConfig, build_model, device_name, model_spec, resolve_device
 from pyrovae.store import (
@@ -41,6 +40,8 @@ from pyrovae.store import (
     write_kl_per_dim,
     write_metrics,
 )
+from pyrovae.viz.latent_space import decoded_mean
+from pyrovae.viz.plots import save_grid, save_reconstructions, save_samples
 
 SNAPSHOT_SAMPLES = 128  # rows of the fixed Z decoded at every snapshot (the course experiment's 128 x latent_dim)
 

@@ -26,37 +26,13 @@ from torchvision.utils import make_grid, save_image
 
 from pyrovae.checkpoint import atomic_write
 from pyrovae.inference.diagnostics import ACTIVE_THRESHOLD
+from pyrovae.viz.latent_space import FIGURE_SEED, decode, decoded_mean
 
-FIGURE_SEED = 0  # figures of one run are comparable across epochs and resumptions
 BOUND_COLOURS = ("C5", "C6", "C8", "C9")  # L_k lines: colours no other curve of the figure uses
 DPI = 120  # with sizes in multiples of 1/4 inch, PNG sizes are whole pixels (30 px per 1/4 inch)
 
 
 @torch.no_grad()
-def decoded_mean(model: Callable, *args, guide: Callable | None = None, **kwargs) -> torch.Tensor:
-    """E[x | z] at the model's observed site ``"x"``, with z from the prior or from ``guide``.
-
-    Works for any Pyro model that names its data site ``"x"``: the model is run
-    (replayed against the guide when one is given) and the mean of the
-    distribution at ``"x"`` is returned, e.g. Bernoulli probabilities.
-    """
-    if guide is not None:
-        model = poutine.replay(model, trace=poutine.trace(guide).get_trace(*args, **kwargs))
-    return poutine.trace(model).get_trace(*args, **kwargs).nodes["x"]["fn"].mean
-
-
-def decode(model: Callable, z: torch.Tensor, *, site: str = "z") -> torch.Tensor:
-    """E[x | z] for given latents ``z`` ``(N, D)`` at the model's latent ``site``: ``(N, data_dim)``."""
-    return decoded_mean(poutine.condition(model, data={site: z}), None, batch_size=z.shape[0])
-
-
-def fixed_latents(
-    n: int, latent_dim: int, *, seed: int = FIGURE_SEED, device: torch.device | str = "cpu"
-) -> torch.Tensor:
-    """``n`` standard-Normal latents ``(n, latent_dim)`` that depend only on ``seed``, not on any RNG state."""
-    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-
-
 def _grid(images: torch.Tensor, image_shape: tuple[int, ...], nrow: int) -> torch.Tensor:
     """Flat images ``(N, C*H*W)`` as one ``(3, H', W')`` grid, 2 px white padding."""
     return make_grid(images.reshape(-1, *image_shape).cpu().float(), nrow=nrow, pad_value=1.0)

@@ -5,19 +5,17 @@ import torch
 from matplotlib.patches import Ellipse
 
 from pyrovae.inference.diagnostics import kl_per_dim
-from pyrovae.latent import (
+from pyrovae.viz.latent_figures import latent_map_figure, manifold_figure, traverse_figure
+from pyrovae.viz.latent_space import (
     class_arithmetic,
+    decode,
     interpolate,
-    latent_map_figure,
     lerp,
-    manifold_figure,
     pca_2d,
     prior_quantiles,
     slerp,
     traverse,
-    traverse_figure,
 )
-from pyrovae.plots import decode
 
 from conftest import make_vae
 

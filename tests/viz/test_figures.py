@@ -10,12 +10,13 @@ import torch
 from matplotlib.patches import Ellipse
 from PIL import Image
 
-from pyrovae import cli, figures, latent, plots, spec
+from pyrovae import cli, spec
+from pyrovae.viz import figures, latent_space, plots
 
 from conftest import binary_images, make_vae, write_amat
 
 TINY = ["--hidden", "32", "--batch-size", "500", "--epochs", "1", "--no-progress", "--device", "cpu"]
-SIZES = {  # (width, height) in pixels: the figure sizes in pyrovae.plots / pyrovae.latent at 120 dpi
+SIZES = {  # (width, height) in pixels: the figure sizes in pyrovae.viz.plots / pyrovae.viz.latent_figures at 120 dpi
     "samples": (600, 630),
     "reconstructions": (1140, 630),
     "latent-map": (780, 660),
@@ -141,7 +142,7 @@ def test_curves_mark_every_epoch_on_whole_epoch_ticks(epochs: int):
 
 
 def encoded(model, guide, x: torch.Tensor) -> figures.EncodedTestSplit:
-    site, z = latent.encode(guide, [x])
+    site, z = latent_space.encode(guide, [x])
     return figures.EncodedTestSplit(model, guide, (1, 4, 4), x, None, site, z, len(x))
 
 

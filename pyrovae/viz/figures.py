@@ -17,11 +17,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from pyrovae import latent, plots
 from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
 from pyrovae.inference.diagnostics import kl_per_dim, stochastic_latents, unit_activity
 from pyrovae.store import load_run, load_run_data
 from pyrovae.validate import UsageError
+from pyrovae.viz import latent_figures, latent_space, plots
 
 PAIRS = 5  # image pairs of the interpolate figure
 PAIR_SEED = 0  # fixed: the same test pairs in every figure of every run
@@ -61,7 +61,7 @@ def _test_set(run_dir: Path, device: str) -> EncodedTestSplit:
     run = load_run(run_dir, device)
     data = load_run_data(run.config, device)
     x, batch_size = data.split("test"), run.config.train.eval_batch_size
-    site, z = latent.encode(run.guide, x.split(batch_size))
+    site, z = latent_space.encode(run.guide, x.split(batch_size))
     return EncodedTestSplit(run.model, run.guide, run.image_shape, x, data.labels.get("test"), site, z, batch_size)
 
 
@@ -78,29 +78,29 @@ def _latent_map(t: EncodedTestSplit, o: PlotOptions) -> Figure:
         deterministic = t.site not in stochastic_latents(t.guide, t.x[:2])  # a point-mass guide: codes f(x)
     prior = None
     if o.prior_contours:
-        factors = latent.prior_factors(t.model, site=t.site)  # batch (1, D)
+        factors = latent_space.prior_factors(t.model, site=t.site)  # batch (1, D)
         prior = (factors.mean[0], factors.stddev[0])
-    return latent.latent_map_figure(t.z, t.labels, site=t.site, deterministic=deterministic, prior=prior)
+    return latent_figures.latent_map_figure(t.z, t.labels, site=t.site, deterministic=deterministic, prior=prior)
 
 
 def _manifold(t: EncodedTestSplit, o: PlotOptions) -> Figure:
-    return latent.manifold_figure(t.model, t.image_shape, site=t.site)
+    return latent_figures.manifold_figure(t.model, t.image_shape, site=t.site)
 
 
 def _interpolate(t: EncodedTestSplit, o: PlotOptions) -> Figure:
     pairs = torch.randperm(t.x.shape[0], generator=torch.Generator().manual_seed(PAIR_SEED))[: 2 * PAIRS]
     x0, x1 = t.x[pairs.to(t.x.device)].split(PAIRS)
-    return latent.interpolate_figure(t.model, t.guide, x0, x1, t.image_shape)
+    return latent_figures.interpolate_figure(t.model, t.guide, x0, x1, t.image_shape)
 
 
 def _traverse(t: EncodedTestSplit, o: PlotOptions) -> Figure:
-    return latent.traverse_figure(t.model, t.guide, t.x[:1], t.kl(), t.image_shape, site=t.site)
+    return latent_figures.traverse_figure(t.model, t.guide, t.x[:1], t.kl(), t.image_shape, site=t.site)
 
 
 def _arithmetic(t: EncodedTestSplit, o: PlotOptions) -> Figure:
     if t.labels is None:
         raise ValueError("arithmetic needs class labels and this run's data set has none (try mnist-5k)")
-    return latent.arithmetic_figure(t.model, t.z, t.labels, o.triples, t.image_shape, site=t.site)
+    return latent_figures.arithmetic_figure(t.model, t.z, t.labels, o.triples, t.image_shape, site=t.site)
 
 
 def _kl_per_dim(t: EncodedTestSplit, o: PlotOptions) -> Figure:

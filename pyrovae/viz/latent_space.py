@@ -1,0 +1,141 @@
+"""Latent-space maths: encodings, interpolation (linear and spherical), traversals, class arithmetic, 2-D maps.
+
+No matplotlib here: these are tensors, drawn by :mod:`pyrovae.viz.latent_figures`. Every tool
+works through Pyro traces on a model/guide pair with one latent site (``"z"`` for the VAE):
+encodings are the guide's posterior means E_q[z | x], and latent points are decoded by
+conditioning the model's latent site on them.
+
+References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014 (the 2-D manifold);
+T. White, "Sampling Generative Networks", arXiv:1609.04468, 2016 (spherical interpolation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from pyro import poutine
+from pyro.distributions import Distribution
+
+from pyrovae.inference.diagnostics import factors, posterior_means
+
+FIGURE_SEED = 0  # figures of one run are comparable across epochs and resumptions
+INTERPOLATIONS = ("linear", "spherical")
+
+
+def encode(guide: Callable, batches: Iterable[torch.Tensor]) -> tuple[str, torch.Tensor]:
+    """The guide's only latent site and the posterior means of the data there, ``(N, D)``."""
+    means = posterior_means(guide, batches)
+    if len(means) != 1:
+        raise ValueError(f"latent-space plots need a guide with one latent site; this one has {sorted(means)}")
+    ((site, z),) = means.items()
+    return site, z
+
+
+def lerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(1 - t) z0 + t z1 for endpoints ``(..., D)`` and fractions ``t`` ``(T,)``: ``(..., T, D)``."""
+    t = t[:, None]
+    return (1 - t) * z0[..., None, :] + t * z1[..., None, :]
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation from z0 to z1 (White, 2016): ``(..., T, D)``.
+
+    The direction follows the great circle, sin((1 - t) w) / sin w u0 + sin(t w) / sin w u1
+    for unit vectors u0, u1 at angle w, and the norm moves linearly from |z0| to |z1|;
+    with |z0| = |z1| this is White's slerp. The path keeps clear of the origin, where a
+    Gaussian prior in D dimensions puts almost no mass, and, unlike the raw formula on
+    vectors of unequal norms, it stays bounded when z0 and z1 point almost opposite
+    ways. Parallel directions (sin w = 0) fall back to :func:`lerp` of the directions.
+    """
+    r0, r1 = z0.norm(dim=-1, keepdim=True), z1.norm(dim=-1, keepdim=True)  # (..., 1)
+    u0, u1 = z0 / r0.clamp_min(1e-12), z1 / r1.clamp_min(1e-12)
+    omega = torch.acos((u0 * u1).sum(-1).clamp(-1.0, 1.0))[..., None, None]  # (..., 1, 1)
+    sin, t = torch.sin(omega), t[:, None]
+    parallel = sin < 1e-6
+    a = torch.where(parallel, 1 - t, torch.sin((1 - t) * omega) / sin)
+    b = torch.where(parallel, t, torch.sin(t * omega) / sin)
+    return lerp(r0, r1, t[:, 0]) * (a * u0[..., None, :] + b * u1[..., None, :])
+
+
+def interpolate(
+    model: Callable, guide: Callable, x0: torch.Tensor, x1: torch.Tensor, *, steps: int = 8, how: str = "linear"
+) -> torch.Tensor:
+    """Decoded means along the path between the encodings of ``x0`` and ``x1`` ``(P, data_dim)``.
+
+    :returns: ``(P, steps, data_dim)``; step 0 decodes E_q[z | x0] and the last E_q[z | x1].
+    """
+    if how not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {how!r}; choose from {INTERPOLATIONS}")
+    site, z = encode(guide, [x0, x1])
+    path = (lerp if how == "linear" else slerp)(*z.split(x0.shape[0]), torch.linspace(0, 1, steps, device=z.device))
+    return decode(model, path.reshape(-1, z.shape[-1]), site=site).reshape(x0.shape[0], steps, -1)
+
+
+def traverse(
+    model: Callable, guide: Callable, x: torch.Tensor, kl: torch.Tensor, values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sweep each latent dimension over ``values`` with the others at the encoding of ``x`` ``(1, data_dim)``.
+
+    :param kl: ``(D,)`` KL per dimension; rows are ordered by it, largest first.
+    :returns: ``(dims, images)``: the dimension of each row ``(D,)`` and the decoded
+        means ``(D, len(values), data_dim)``.
+    """
+    site, base = encode(guide, [x])  # (1, D)
+    dims = kl.argsort(descending=True)
+    z = base.expand(len(dims), len(values), -1).clone()  # (D rows, V values, D)
+    z[torch.arange(len(dims)), :, dims] = values.to(z)
+    return dims, decode(model, z.reshape(-1, z.shape[-1]), site=site).reshape(len(dims), len(values), -1)
+
+
+def class_arithmetic(z: torch.Tensor, labels: torch.Tensor, triples: Sequence[tuple[int, int, int]]) -> torch.Tensor:
+    """Mean encodings m_a, m_b, m_c of classes a, b, c and m_a - m_b + m_c, per triple: ``(len(triples), 4, D)``."""
+    missing = sorted({c for triple in triples for c in triple} - set(labels.tolist()))
+    if missing:
+        raise ValueError(f"classes {missing} do not occur in the labels; the data set has {labels.unique().tolist()}")
+    mean = {int(c): z[labels == c].mean(0) for c in labels.unique()}
+    return torch.stack([torch.stack([mean[a], mean[b], mean[c], mean[a] - mean[b] + mean[c]]) for a, b, c in triples])
+
+
+def pca_2d(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project ``(N, D)`` points on their first two principal components: ``(N, 2)`` and the variance fractions."""
+    centred = z - z.mean(0)
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ vh[:2].T, s[:2] ** 2 / (s**2).sum()
+
+
+def prior_factors(model: Callable, *, site: str = "z") -> Distribution:
+    """The model's prior at a parentless latent ``site``, its factors with batch shape ``(1, D)``."""
+    with torch.random.fork_rng():
+        return factors(poutine.trace(model).get_trace(None, batch_size=1).nodes[site]["fn"])
+
+
+def prior_quantiles(model: Callable, n: int, *, site: str = "z", low: float = 0.05, high: float = 0.95) -> torch.Tensor:
+    """``n`` evenly spaced quantiles in [low, high] of each coordinate of the prior: ``(n, D)``."""
+    prior = prior_factors(model, site=site)
+    p = torch.linspace(low, high, n, device=prior.mean.device)[:, None]
+    return prior.icdf(p.expand(n, prior.batch_shape[-1]))
+
+
+def decoded_mean(model: Callable, *args, guide: Callable | None = None, **kwargs) -> torch.Tensor:
+    """E[x | z] at the model's observed site ``"x"``, with z from the prior or from ``guide``.
+
+    Works for any Pyro model that names its data site ``"x"``: the model is run
+    (replayed against the guide when one is given) and the mean of the
+    distribution at ``"x"`` is returned, e.g. Bernoulli probabilities.
+    """
+    if guide is not None:
+        model = poutine.replay(model, trace=poutine.trace(guide).get_trace(*args, **kwargs))
+    return poutine.trace(model).get_trace(*args, **kwargs).nodes["x"]["fn"].mean
+
+
+def decode(model: Callable, z: torch.Tensor, *, site: str = "z") -> torch.Tensor:
+    """E[x | z] for given latents ``z`` ``(N, D)`` at the model's latent ``site``: ``(N, data_dim)``."""
+    return decoded_mean(poutine.condition(model, data={site: z}), None, batch_size=z.shape[0])
+
+
+def fixed_latents(
+    n: int, latent_dim: int, *, seed: int = FIGURE_SEED, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """``n`` standard-Normal latents ``(n, latent_dim)`` that depend only on ``seed``, not on any RNG state."""
+    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
