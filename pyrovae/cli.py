@@ -230,6 +230,9 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
     plot.add_argument("run_dir", help="run directory")
     plot.add_argument("--kind", required=True, choices=choice["kind"], help="figure")
     plot.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/KIND.png)")
+    plot.add_argument(
+        "--site", default=None, help="the latent to draw, for a model with several (e.g. z1 or z2 of an hvae)"
+    )
     plot.add_argument("--temperature", type=float, default=1.0, help="samples: prior spread scale")
     plot.add_argument(
         "--classes",
@@ -303,7 +306,7 @@ def _plot(args: argparse.Namespace) -> None:
 
     check_plot(args)
     triples = {"triples": tuple(args.classes)} if args.classes else {}
-    options = PlotOptions(temperature=args.temperature, device=args.device, **triples)
+    options = PlotOptions(temperature=args.temperature, device=args.device, site=args.site, **triples)
     print(plot_run(args.run_dir, args.kind, out=args.out, options=options))
 
 

@@ -221,7 +221,7 @@ def check_plot(args: argparse.Namespace) -> None:
         if not all(0 <= c < CLASSES for c in triple):
             raise UsageError(f"--classes {','.join(map(str, triple))}: classes are 0..{CLASSES - 1}")
     if args.kind != "curves":
-        _check_plottable(Path(args.run_dir), args.kind)
+        _check_plottable(Path(args.run_dir), args.kind, args.site)
 
 
 def _run_config_and_model(run_dir: Path) -> tuple[RunConfig | None, spec.ModelSpec | None]:
@@ -235,33 +235,43 @@ def _run_config_and_model(run_dir: Path) -> tuple[RunConfig | None, spec.ModelSp
         return None, None
 
 
-def _check_plottable(run_dir: Path, kind: str) -> None:
-    """The figures other than ``curves`` read one unconditioned latent layer; some need more."""
+def _check_plottable(run_dir: Path, kind: str, site: str | None = None) -> None:
+    """The figures other than ``curves`` read one latent layer of a model without label inputs (``site``,
+    or the only one); some need more of it."""
     config, model = _run_config_and_model(run_dir)
     if model is None:
         return
-    if model.inputs or len(model.latents) != 1:
+    if model.inputs:
         raise UsageError(
-            f"--kind {kind} draws models with one latent layer and no label input (vae, ae, dae or a spec like "
-            "them); for this run use pyrovae sample (with --label for a cvae) or --kind curves"
+            f"--kind {kind} draws models without a label input; for this run use pyrovae sample (with --label "
+            "for a cvae) or --kind curves"
         )
+    names = [z.name for z in model.latents]
+    if site is None and len(names) > 1:
+        raise UsageError(f"--kind {kind}: this model has the latents {', '.join(names)}; choose one with --site")
+    if site is not None and site not in names:
+        raise UsageError(f"--site {site}: no such latent; this model has {', '.join(names)}")
+    z = next(z for z in model.latents if z.name == (site or names[0]))
     if kind == "arithmetic" and config.dataset not in LABELLED:
         raise UsageError(
             f"--kind arithmetic averages the codes of each class, and this run's data set {config.dataset} has no "
             f"labels; use a run trained on a labelled data set ({', '.join(LABELLED)})"
         )
-    size = model.latents[0].size
-    if kind == "manifold" and size != 2:
-        raise UsageError(f"--kind manifold needs a 2-D latent, this run has D = {size}; train with --latent-dim 2")
-    if kind in ("traverse", "kl-per-dim") and not model.kl_per_dim(model.latents[0]):
-        z = model.latents[0]
+    if kind == "manifold" and z.size != 2:
+        raise UsageError(f"--kind manifold needs a 2-D latent, {z.name} has D = {z.size}; train with --latent-dim 2")
+    if kind == "manifold" and z.prior.given:
+        raise UsageError(
+            f"--kind manifold spans the quantiles of a prior without parents, and {z.name}'s reads "
+            f"{', '.join(z.prior.given)}; choose another --site"
+        )
+    if kind in ("traverse", "kl-per-dim") and not model.kl_per_dim(z):
         if model.deterministic:
             what = "a point-mass (autoencoder) guide"
         else:
             what = f"a {model.guide_family(z).name} guide and a {model.prior_family(z).name} prior"
         raise UsageError(
             f"--kind {kind} needs the KL of each latent dimension, which needs a guide and a prior that factorize "
-            f"over the dimensions, and this run has {what}; use --kind latent-map, interpolate or samples"
+            f"over the dimensions, and {z.name} has {what}; use --kind latent-map, interpolate or samples"
         )
 
 

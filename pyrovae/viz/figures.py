@@ -35,6 +35,7 @@ class PlotOptions:
     triples: tuple[tuple[int, int, int], ...] = ((7, 1, 4), (8, 0, 1), (9, 4, 3), (6, 0, 5))  # arithmetic: a, b, c
     device: str = "auto"  # auto | cpu | cuda
     prior_contours: bool = False  # latent-map (D = 2): the prior's 1- and 2-sigma contours
+    site: str | None = None  # the latent site to draw; None: the guide's only one
 
 
 class EncodedTestSplit(NamedTuple):
@@ -57,11 +58,11 @@ class EncodedTestSplit(NamedTuple):
         return kl
 
 
-def _test_set(run_dir: Path, device: str) -> EncodedTestSplit:
+def _test_set(run_dir: Path, device: str, site: str | None = None) -> EncodedTestSplit:
     run = load_run(run_dir, device)
     data = load_run_data(run.config, device)
     x, batch_size = data.split("test"), run.config.train.eval_batch_size
-    site, z = latent_space.encode(run.guide, x.split(batch_size))
+    site, z = latent_space.encode(run.guide, x.split(batch_size), site=site)
     return EncodedTestSplit(run.model, run.guide, run.image_shape, x, data.labels.get("test"), site, z, batch_size)
 
 
@@ -90,7 +91,7 @@ def _manifold(t: EncodedTestSplit, o: PlotOptions) -> Figure:
 def _interpolate(t: EncodedTestSplit, o: PlotOptions) -> Figure:
     pairs = torch.randperm(t.x.shape[0], generator=torch.Generator().manual_seed(PAIR_SEED))[: 2 * PAIRS]
     x0, x1 = t.x[pairs.to(t.x.device)].split(PAIRS)
-    return latent_figures.interpolate_figure(t.model, t.guide, x0, x1, t.image_shape)
+    return latent_figures.interpolate_figure(t.model, t.guide, x0, x1, t.image_shape, site=t.site)
 
 
 def _traverse(t: EncodedTestSplit, o: PlotOptions) -> Figure:
@@ -175,7 +176,9 @@ def plot_run(
     if kind not in KINDS:
         raise ValueError(f"unknown plot kind {kind!r}; choose from {', '.join(KINDS)}")
     run_dir, options = Path(run_dir), options or PlotOptions()
-    fig = _curves(run_dir) if kind == "curves" else DRAW[kind](_test_set(run_dir, options.device), options)
+    fig = (
+        _curves(run_dir) if kind == "curves" else DRAW[kind](_test_set(run_dir, options.device, options.site), options)
+    )
     out = Path(out) if out else run_dir / f"{kind}.png"
     plots.save_figure(fig, out)
     return out

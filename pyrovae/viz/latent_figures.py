@@ -120,12 +120,19 @@ def manifold_figure(model: Callable, image_shape: ImageShape, *, n: int = 21, si
 
 
 def interpolate_figure(
-    model: Callable, guide: Callable, x0: torch.Tensor, x1: torch.Tensor, image_shape: ImageShape, *, steps: int = 8
+    model: Callable,
+    guide: Callable,
+    x0: torch.Tensor,
+    x1: torch.Tensor,
+    image_shape: ImageShape,
+    *,
+    steps: int = 8,
+    site: str | None = None,
 ) -> Figure:
     """Linear and spherical interpolation between pairs of test images, framed by the images themselves."""
     fig = new_figure(6.5, 1.25 + 1.3 * x0.shape[0])
     for ax, how in zip(fig.subplots(2, 1), INTERPOLATIONS, strict=True):
-        path = interpolate(model, guide, x0, x1, steps=steps, how=how)
+        path = interpolate(model, guide, x0, x1, steps=steps, how=how, site=site)
         rows = torch.cat([x0[:, None], path, x1[:, None]], dim=1)  # (P, steps + 2, data_dim)
         show_grid(ax, rows.reshape(-1, x0.shape[-1]), image_shape, steps + 2, f"{how} interpolation of E_q[z | x]")
     fig.suptitle("Test image, decoded path from its encoding to the other's, test image")
@@ -147,7 +154,7 @@ def traverse_figure(
     Rows are labelled z[u] with u from 0, as in ``kl_per_dim.csv``.
     """
     values = torch.linspace(-span, span, 9)
-    dims, images = traverse(model, guide, x, kl, values)
+    dims, images = traverse(model, guide, x, kl, values, site=site)
     fig = new_figure(6.5, 1.25 + 0.5 * len(dims))
     ax = fig.add_subplot()
     show_grid(ax, images.reshape(-1, x.shape[-1]), image_shape, len(values))

@@ -23,13 +23,18 @@ FIGURE_SEED = 0  # figures of one run are comparable across epochs and resumptio
 INTERPOLATIONS = ("linear", "spherical")
 
 
-def encode(guide: Callable, batches: Iterable[torch.Tensor]) -> tuple[str, torch.Tensor]:
-    """The guide's only latent site and the posterior means of the data there, ``(N, D)``."""
+def encode(guide: Callable, batches: Iterable[torch.Tensor], *, site: str | None = None) -> tuple[str, torch.Tensor]:
+    """A latent site of the guide and the posterior means of the data there, ``(N, D)``.
+
+    :param site: the latent to encode; ``None``: the guide's only one (a guide with several needs it named).
+    """
     means = posterior_means(guide, batches)
-    if len(means) != 1:
-        raise ValueError(f"latent-space plots need a guide with one latent site; this one has {sorted(means)}")
-    ((site, z),) = means.items()
-    return site, z
+    if site is None and len(means) != 1:
+        raise ValueError(f"this guide has the latent sites {sorted(means)}; choose one (--site)")
+    if site is not None and site not in means:
+        raise ValueError(f"no latent site {site!r}; this guide has {sorted(means)}")
+    site = site if site is not None else next(iter(means))
+    return site, means[site]
 
 
 def lerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -59,7 +64,14 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def interpolate(
-    model: Callable, guide: Callable, x0: torch.Tensor, x1: torch.Tensor, *, steps: int = 8, how: str = "linear"
+    model: Callable,
+    guide: Callable,
+    x0: torch.Tensor,
+    x1: torch.Tensor,
+    *,
+    steps: int = 8,
+    how: str = "linear",
+    site: str | None = None,
 ) -> torch.Tensor:
     """Decoded means along the path between the encodings of ``x0`` and ``x1`` ``(P, data_dim)``.
 
@@ -67,13 +79,19 @@ def interpolate(
     """
     if how not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {how!r}; choose from {INTERPOLATIONS}")
-    site, z = encode(guide, [x0, x1])
+    site, z = encode(guide, [x0, x1], site=site)
     path = (lerp if how == "linear" else slerp)(*z.split(x0.shape[0]), torch.linspace(0, 1, steps, device=z.device))
     return decode(model, path.reshape(-1, z.shape[-1]), site=site).reshape(x0.shape[0], steps, -1)
 
 
 def traverse(
-    model: Callable, guide: Callable, x: torch.Tensor, kl: torch.Tensor, values: torch.Tensor
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    kl: torch.Tensor,
+    values: torch.Tensor,
+    *,
+    site: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sweep each latent dimension over ``values`` with the others at the encoding of ``x`` ``(1, data_dim)``.
 
@@ -81,7 +99,7 @@ def traverse(
     :returns: ``(dims, images)``: the dimension of each row ``(D,)`` and the decoded
         means ``(D, len(values), data_dim)``.
     """
-    site, base = encode(guide, [x])  # (1, D)
+    site, base = encode(guide, [x], site=site)  # (1, D)
     dims = kl.argsort(descending=True)
     z = base.expand(len(dims), len(values), -1).clone()  # (D rows, V values, D)
     z[torch.arange(len(dims)), :, dims] = values.to(z)

@@ -163,3 +163,20 @@ def test_latent_map_option_draws_the_models_prior_contours():
     assert not ax.patches
     (ax,) = figures.DRAW["latent-map"](t, figures.PlotOptions(prior_contours=True)).axes
     assert [(p.width, p.height) for p in ax.patches if isinstance(p, Ellipse)] == [(4.0, 1.0), (8.0, 2.0)]
+
+
+def test_a_model_with_several_latents_draws_the_one_named_by_site(amat_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "hvae"
+    assert train_unlabelled(amat_dir, out, "--model", "hvae", "--latent-dim", "4,2", "--hidden", "16") == 0
+    capsys.readouterr()
+    assert cli.main(["plot", str(out), "--kind", "latent-map"]) == 2
+    assert "this model has the latents z1, z2; choose one with --site" in capsys.readouterr().err
+    for kind, site in (("latent-map", "z1"), ("manifold", "z2"), ("traverse", "z1"), ("interpolate", "z2")):
+        png = tmp_path / f"{kind}-{site}.png"
+        assert cli.main(["plot", str(out), "--kind", kind, "--site", site, "--out", str(png)]) == 0, kind
+        with Image.open(png) as image:
+            assert image.format == "PNG"
+    assert cli.main(["plot", str(out), "--kind", "manifold", "--site", "z1"]) == 2
+    assert "needs a 2-D latent, z1 has D = 4" in capsys.readouterr().err
+    assert cli.main(["plot", str(out), "--kind", "samples", "--site", "z3"]) == 2
+    assert "--site z3: no such latent; this model has z1, z2" in capsys.readouterr().err
