@@ -226,7 +226,8 @@ class Trainer:
             if explained is e:  # not the particle dimension's fault
                 raise
             raise explained from e
-        loss = loss + self._auxiliary(args)
+        if self.aux:
+            loss = loss + self._auxiliary(args)
         loss.backward()
         if self.config.clip_norm is not None:  # the loss is N x the per-datapoint mean: scale the bound alike
             torch.nn.utils.clip_grad_norm_(self.params.values(), self.config.clip_norm * self.num_data)  # no sync

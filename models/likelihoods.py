@@ -12,6 +12,7 @@ References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 20
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import pyro.distributions as dist
@@ -46,7 +47,7 @@ class Likelihood:
             raise ValueError(f"obs_scale and min_obs_scale must be > 0, got {self.obs_scale}, {self.min_obs_scale}")
         families.get(self.name, self.role)  # an unknown name raises here, naming the choices
 
-    @property
+    @functools.cached_property  # built once: __call__ runs at every step
     def family(self) -> Family:
         """The family with its options (only the settings it has)."""
         cls = families.FAMILIES.get(self.name)

@@ -105,7 +105,7 @@ class ModelSpec:
     x: NetSpec  # p(x | x.given)
     likelihood: Likelihood = field(default_factory=Likelihood)
     inputs: tuple[tuple[str, int], ...] = ()  # conditioning inputs (name, number of classes)
-    guide: str = "diag"  # the guide family of every latent whose encoder names none
+    guide: str = "normal"  # the guide family of every latent whose encoder names none ("diag" in a spec file)
     arch: str = "mlp"  # mlp | conv (networks reading or writing x)
     activation: str = "relu"  # a name in pyrovae.nets.ACTIVATIONS
     corruption: str = "none"  # the point-mass guide's input corruption (denoising autoencoder)
@@ -187,8 +187,8 @@ def load(spec: str | Path | Mapping[str, Any] | ModelSpec) -> ModelSpec:
 
 
 def _int(value: Any) -> bool:
-    """A TOML integer (``true`` is not one, though Python's ``bool`` is an ``int``)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer, Python's or NumPy's (``true`` is not one, though Python's ``bool`` is an ``int``)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _ints(value: Any, where: str, *, what: str) -> tuple[int, ...]:
@@ -227,7 +227,7 @@ def _net(table: Any, where: str, hidden: tuple[int, ...], *, role: str | None = 
         _names(table.get("given", []), f"{where}.given"),
         _ints(table["hidden"], f"{where}.hidden", what="hidden widths") if "hidden" in table else hidden,
         family,
-        _checked_settings(family, settings, f"{where}", role) if family else (),
+        _checked_settings(family, settings, where, role) if family else (),
     )
 
 
@@ -393,7 +393,7 @@ def parse(table: Mapping[str, Any]) -> ModelSpec:
         x=x,
         likelihood=_likelihood(name, **scales),
         inputs=tuple(inputs.items()),
-        guide=_family(table.get("guide", "diag"), "guide", "guide") if "guide" in table else "normal",
+        guide=_family(table.get("guide", "diag"), "guide", "guide"),  # "diag" is the Normal family
         arch=_choice(table, "arch", ARCHS, "mlp"),
         activation=_choice(table, "activation", tuple(ACTIVATIONS), "relu"),
         corruption=table.get("corruption", "none"),
@@ -495,18 +495,13 @@ def with_options(spec: ModelSpec, **options: Any) -> ModelSpec:
     return _check(dataclasses.replace(spec, latents=tuple(latents), x=x, likelihood=lik, **fields))
 
 
-def _positive_int(value: Any) -> bool:
-    """A positive integer, Python's or NumPy's (not a bool, though Python's ``bool`` is an ``int``)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
-
-
 def _check_shape(spec: ModelSpec, data_dim: Any, image_shape: Any) -> int:
     """The size of x for :func:`build`: ``data_dim``, else the spec's ``x.size``; checked against both.
 
     :raises SpecError: (a ``ValueError``) for a ``data_dim`` that is not a positive integer,
         an ``image_shape`` of non-positive entries or whose product is not the size of x.
     """
-    if data_dim is not None and not _positive_int(data_dim):
+    if data_dim is not None and not (_int(data_dim) and data_dim > 0):
         raise SpecError(f"data_dim: expected a positive integer, got {data_dim!r}")
     data_dim = int(data_dim) if data_dim is not None else spec.data_dim
     if data_dim is None:
@@ -515,7 +510,7 @@ def _check_shape(spec: ModelSpec, data_dim: Any, image_shape: Any) -> int:
         raise SpecError(f"spec: x.size: {spec.data_dim}, but the data have {data_dim} dimensions")
     if image_shape is not None:
         shape = tuple(image_shape) if isinstance(image_shape, Sequence) else None
-        if not shape or not all(_positive_int(n) for n in shape) or math.prod(shape) != data_dim:
+        if not shape or not all(_int(n) and n > 0 for n in shape) or math.prod(shape) != data_dim:
             raise SpecError(
                 f"image_shape: expected positive integers (C, H, W) whose product is the size of x, {data_dim}; "
                 f"got {image_shape!r}"
