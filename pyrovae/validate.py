@@ -228,8 +228,10 @@ def _run_config_and_model(run_dir: Path) -> tuple[RunConfig | None, spec.ModelSp
     """The configuration and model of the run in ``run_dir`` (``config.json``, else its checkpoint's copy);
     ``(None, None)`` when neither can be read (loading the run then reports the missing or damaged file)."""
     try:
-        state = load_checkpoint(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).is_file() else None
-        config, _ = read_config(run_dir, state)
+        try:
+            config, _ = read_config(run_dir, None)
+        except InputError:  # config.json missing or damaged: the checkpoint's copy (read only then)
+            config, _ = read_config(run_dir, load_checkpoint(run_dir / CHECKPOINT))
         return config, model_spec(config)
     except ValueError:
         return None, None
