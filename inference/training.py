@@ -349,11 +349,27 @@ class Trainer:
             self.last_finite_loss = loss / self.num_data
         return math.fsum(losses)
 
+    def _modules(self) -> dict[str, nn.Module]:
+        """Model and guide, by role, where they are ``nn.Module`` s (their parameters are saved as state dicts)."""
+        return {role: fn for role, fn in (("model", unwrapped(self.model)), ("guide", unwrapped(self.guide)))
+                if isinstance(fn, nn.Module)}  # fmt: skip
+
     def state_dict(self) -> dict:
-        """Everything needed to continue exactly where this trainer is."""
+        """Everything needed to continue exactly where this trainer is.
+
+        The parameters are ``modules`` (the ``state_dict`` of model and guide where they are
+        ``nn.Module`` s, buffers included) and ``params``: the param store's other entries
+        (a plain function's ``pyro.param`` s and ``pyro.module`` s), unconstrained, by name.
+        """
+        modules = self._modules()
+        owned = {id(p) for m in modules.values() for p in m.parameters()}
+        params = {n: p.detach().clone() for n, p in pyro.get_param_store().named_parameters() if id(p) not in owned}
         return {
             "history": list(self.history),
-            "params": {name: p.detach().clone() for name, p in pyro.get_param_store().named_parameters()},
+            "modules": {
+                role: {k: v.detach().clone() for k, v in m.state_dict().items()} for role, m in modules.items()
+            },
+            "params": params,
             "optimizer": {"names": list(self.params), "state": self.optimizer.state_dict()},
             "rng": _rng_state(),
         }
@@ -365,6 +381,14 @@ class Trainer:
         trainer's optimizer was built with (``config.lr`` for the default Adam), so
         that a run can continue with a lower one.
         """
+        modules = self._modules()
+        if set(state.get("modules", {})) - set(modules):
+            raise ValueError(
+                f"saved networks of {sorted(set(state['modules']) - set(modules))}, which are no modules here"
+            )
+        for role, saved in state.get("modules", {}).items():  # absent from checkpoints of format 2
+            with torch.no_grad():
+                modules[role].load_state_dict(saved)  # strict: every parameter and buffer in its place
         load_params(state["params"])
         if state["optimizer"]["names"] != list(self.params):
             raise ValueError("the saved optimizer state belongs to other parameters")

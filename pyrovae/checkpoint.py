@@ -31,7 +31,8 @@ import torch
 from pyrovae.errors import InputError, is_out_of_memory, one_line
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 2  # bumped when the checkpoint layout changes; 2: numpy's RNG state as a tensor
+FORMAT = 3  # bumped when the checkpoint layout changes; 3: networks as module state dicts
+READABLE = (2, FORMAT)  # 2: every parameter under its param-store name (still read: Trainer, load_run)
 LEGACY_FORMAT = 1  # numpy's RNG state as an array: read with numpy's array globals allowed, then converted
 
 
@@ -105,7 +106,7 @@ def load_checkpoint(path: str | Path) -> dict:
         state = _load_legacy(path)
     except Exception as e:  # torch raises several types for a damaged file
         raise CheckpointError(f"{path}: not a readable checkpoint ({one_line(e)}); {_fix(path)}") from None
-    if not isinstance(state, dict) or state.get("format") not in (FORMAT, LEGACY_FORMAT):
+    if not isinstance(state, dict) or state.get("format") not in (*READABLE, LEGACY_FORMAT):
         raise CheckpointError(f"{path}: not a pyrovae checkpoint of format {FORMAT}; {_fix(path)}")
     if state["format"] == LEGACY_FORMAT:
         state = _convert_legacy(path, state)
@@ -153,20 +154,22 @@ def _load_legacy(path: Path) -> dict:
 
 
 def _convert_legacy(path: Path, state: dict) -> dict:
-    """Format 1 to format 2: numpy's RNG state ``(name, uint32 array, pos, has_gauss, gauss)`` with a tensor."""
+    """Format 1 to format 2 (read as such): numpy's RNG state ``(name, uint32 array, pos, ...)`` with a tensor."""
     try:
         name, key, *rest = state["trainer"]["rng"]["numpy"]
         numpy_state = (name, torch.from_numpy(np.asarray(key, dtype=np.uint32).astype(np.int64)), *rest)
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{path}: a format-1 checkpoint without numpy's RNG state; {_fix(path)}") from None
     trainer = {**state["trainer"], "rng": {**state["trainer"]["rng"], "numpy": numpy_state}}
-    return {**state, "format": FORMAT, "trainer": trainer}
+    return {**state, "format": 2, "trainer": trainer}
 
 
 def _check_finite(path: Path, state: dict) -> None:
     """Every saved parameter finite: pyrovae writes no other, so a NaN means the file was altered."""
-    params = state.get("trainer", {}).get("params", {}) if isinstance(state.get("trainer"), dict) else {}
-    for name, value in params.items() if isinstance(params, dict) else ():
+    trainer = state.get("trainer", {}) if isinstance(state.get("trainer"), dict) else {}
+    saved = [trainer.get("params", {})]
+    saved += list(trainer.get("modules", {}).values()) if isinstance(trainer.get("modules"), dict) else []
+    for name, value in (item for params in saved if isinstance(params, dict) for item in params.items()):
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
             raise CheckpointError(
                 f"{path}: parameter {name} holds NaN or infinite values, which pyrovae never saves (the file was "

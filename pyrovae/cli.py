@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 from pyrovae.errors import is_out_of_memory, one_line
 
+MODEL_FILE_HELP = "the model file of a run trained with --model-file (pyrovae runs no code a run directory names)"
 UNSET = object()  # the default of an option not written on the command line, when asked for
 
 
@@ -161,6 +162,19 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
     model.add_argument(
         "--spec", default=argparse.SUPPRESS, help="TOML file declaring the model instead of --model (default: none)"
     )
+    model.add_argument(
+        "--model-file",
+        default=None,
+        metavar="FILE.py:FACTORY",
+        help="a hand-written Pyro model instead: FACTORY() returns (model, guide) or an object with model and guide "
+        "methods, each called as fn(x); evaluate, sample, plot and --resume need it again (default: none)",
+    )
+    model.add_argument(
+        "--no-binarize",
+        dest="binarize",
+        action="store_false",
+        help="--model-file: feed grey values in [0, 1] instead of binarizing the images at every pass",
+    )
     keep = argparse.SUPPRESS  # an override absent from the command line keeps the spec's value
     model.add_argument(
         "--latent-dim", type=_ints, default=keep, help="latent sizes, e.g. 20, or 100,50 for hvae (default: 20)"
@@ -216,6 +230,7 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
     )
     evaluate.add_argument("--batch-size", type=int, default=100, help="datapoints per pass")
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    evaluate.add_argument("--model-file", default=None, metavar="FILE.py:FACTORY", help=MODEL_FILE_HELP)
 
     sample = commands.add_parser("sample", help="grid of decoded prior samples", formatter_class=fmt)
     sample.add_argument("run_dir", help="run directory")
@@ -225,6 +240,7 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
         "--label", type=int, default=None, help="class to generate, for a cvae (default: 8 of each class)"
     )
     sample.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    sample.add_argument("--model-file", default=None, metavar="FILE.py:FACTORY", help=MODEL_FILE_HELP)
 
     plot = commands.add_parser("plot", help="a figure of a trained run, as a PNG", formatter_class=fmt)
     plot.add_argument("run_dir", help="run directory")
@@ -241,6 +257,7 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
         help="arithmetic: A,B,C for mean A - mean B + mean C (repeatable) (default: 7,1,4 8,0,1 9,4,3 6,0,5)",
     )
     plot.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    plot.add_argument("--model-file", default=None, metavar="FILE.py:FACTORY", help=MODEL_FILE_HELP)
     return parser
 
 
@@ -256,9 +273,17 @@ def _train(args: argparse.Namespace) -> None:
     with warnings.catch_warnings():  # a collapse warning is one line in the epoch log (stdout), each time
         warnings.simplefilter("always", PosteriorCollapseWarning)
         warnings.showwarning = lambda message, *_: print(f"pyrovae: warning: {message}", flush=True)
-        history = train_run(config, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
+        history = train_run(
+            config,
+            args.out,
+            resume=args.resume,
+            force=args.force,
+            progress=not args.no_progress,
+            model_file=args.model_file,
+        )
     if history:
-        name = "test log p(x | f(x)) (autoencoder)" if model_spec(config).deterministic else "test ELBO"
+        autoencoder = config.model != "file" and model_spec(config).deterministic
+        name = "test log p(x | f(x)) (autoencoder)" if autoencoder else "test ELBO"
         print(f"final {name}: {history[-1]['test_elbo']:.3f} nats")
 
 
@@ -275,6 +300,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         chunk_size=args.chunk_size,
         batch_size=args.batch_size,
         device=args.device,
+        model_file=args.model_file,
     )
     if table is None:
         print("ELBO, bounds L_k and log-likelihood: not applicable (an autoencoder has no density over x)")
@@ -293,7 +319,7 @@ def _sample(args: argparse.Namespace) -> None:
     from pyrovae.viz.plots import save_samples
 
     check_sample(args)
-    run = load_run(args.run_dir, args.device)
+    run = load_run(args.run_dir, args.device, model_file=args.model_file)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
     inputs = sample_inputs(run.model, args.label, n=args.n, device=resolve_device(args.device))
     save_samples(run.model, run.image_shape, out, n=inputs[0].shape[0] if inputs else args.n, inputs=inputs)
@@ -306,7 +332,9 @@ def _plot(args: argparse.Namespace) -> None:
 
     check_plot(args)
     triples = {"triples": tuple(args.classes)} if args.classes else {}
-    options = PlotOptions(temperature=args.temperature, device=args.device, site=args.site, **triples)
+    options = PlotOptions(
+        temperature=args.temperature, device=args.device, site=args.site, model_file=args.model_file, **triples
+    )
     print(plot_run(args.run_dir, args.kind, out=args.out, options=options))
 
 

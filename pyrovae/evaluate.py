@@ -24,6 +24,7 @@ def evaluate_run(
     chunk_size: int | None = None,
     batch_size: int = 100,
     device: str = "auto",
+    model_file: str | None = None,
 ) -> tuple[pd.DataFrame | None, dict[str, int]]:
     """Bounds L_k on a split and active units; writes ``RUN_DIR/bounds.csv``.
 
@@ -33,9 +34,11 @@ def evaluate_run(
 
     An autoencoder has no density over x, so its bounds are not applicable: the
     table is then ``None`` and no ``bounds.csv`` is written (active units still are).
+
+    :param model_file: ``FILE.py:FACTORY`` of a run of a hand-written model (:mod:`pyrovae.model_file`).
     """
     run_dir = Path(run_dir)
-    run = load_run(run_dir, device)
+    run = load_run(run_dir, device, model_file=model_file)
     check_writable(run_dir, "bounds.csv")
     with run_lock(run_dir, "evaluate"):
         data = load_run_data(run.config, device)

@@ -1,8 +1,8 @@
 """A run's configuration: ``config.json``, checked, and the model it builds.
 
-:class:`RunConfig` holds every setting of a run (the model's spec table whole,
-the command line's overrides, the training settings); its fields are checked for
-type and range when it is made, so a wrong ``config.json`` is named by its key.
+:class:`RunConfig` holds every setting of a run (the resolved model's spec table
+whole, or a hand-written model's file, and the training settings); its fields are
+checked for type and range when it is made, so a wrong ``config.json`` is named by its key.
 """
 
 from __future__ import annotations
@@ -27,32 +27,31 @@ from pyrovae.errors import (
     one_line,
 )
 from pyrovae.inference.training import TrainConfig
+from pyrovae.model_file import check_same, load_programs
+
+OVERRIDES = ("latent_dim", "hidden", "activation", "likelihood", "obs_scale", "min_obs_scale", "guide", "arch")
+OVERRIDES += ("corruption",)  # the command line's model options (pyrovae.spec.with_options)
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything needed to rebuild a run's model and continue its training.
 
-    ``pyrovae train`` stores the model's spec table whole (the user's file, or the
-    built-in family's as it was when the run started), so a ``config.json``
-    rebuilds its model on its own even after ``models/specs`` change; with
-    ``spec`` None (configurations written before this), ``model``'s current file is read.
+    The model is stored whole and resolved: ``spec`` is the spec table with the command line's
+    options applied (:func:`pyrovae.spec.to_table`), so a ``config.json`` rebuilds its model on
+    its own even after ``models/specs`` change, and nothing is re-parsed from options. A run of
+    a hand-written model stores the file's path, factory and digest instead, never its code
+    (:mod:`pyrovae.model_file`). Older layouts (the raw table plus override fields) are
+    converted by :meth:`from_dict`.
     """
 
     dataset: str = "mnist-5k"  # a name in pyrovae.data.DATASETS
     data_dir: str | None = None  # where the data files are (unused by mnist-5k); absolute since pyrovae train stores it
-    model: str = "vae"  # the built-in family, pyrovae.spec.BUILTIN, the spec came from (when not from --spec)
-    spec: dict | None = None  # the model's TOML spec table as parsed, kept whole; None: the file of `model`
-    # Overrides of the model's spec; None keeps the spec's value.
-    latent_dim: tuple[int, ...] | None = None  # size of each latent, in the spec's order
-    hidden: tuple[int, ...] | None = None  # hidden widths of every encoder; generative networks mirror them
-    activation: str | None = None  # a name in pyrovae.nets.ACTIVATIONS
-    likelihood: str | None = None  # a name in pyrovae.models.likelihoods.LIKELIHOODS
-    obs_scale: float | None = None  # gaussian likelihood: the fixed pixel standard deviation
-    min_obs_scale: float | None = None  # learned-gaussian likelihood: floor of the pixel standard deviation
-    guide: str | None = None  # diag | full (the autoencoders' guide is a point mass)
-    arch: str | None = None  # mlp | conv
-    corruption: str | None = None  # dae: mask:P | gaussian:SIGMA
+    model: str = "vae"  # where the model came from: a built-in name (pyrovae.spec.BUILTIN), "spec" or "file"
+    spec: dict | None = None  # the resolved model's spec table (pyrovae.spec.to_table); None for a model file
+    model_file: str | None = None  # --model-file: "ABSOLUTE/PATH.py:FACTORY"; its code runs only when given again
+    model_digest: str | None = None  # blake2b of that file's bytes at training time: another file is refused
+    binarize: bool = True  # model files: binarize the images per pass (a spec's likelihood decides for itself)
     device: str = "auto"  # as requested: auto (cuda when available) | cpu | cuda
     resolved_device: str | None = None  # the device the last training session ran on, e.g. cpu or cuda:0
     snapshot_epochs: tuple[int, ...] = ()  # epochs after which to save reconstructions_eN.png, samples_eN.png
@@ -62,20 +61,19 @@ class RunConfig:
         """Every setting of the right type and in range (the model's, in full, when it is built), else a
         :class:`~pyrovae.errors.FieldError` naming it."""
         check_choice("dataset", self.dataset, DATASETS)
-        check_type("model", self.model, str, "the name of a built-in model")
-        if self.spec is None:
-            check_choice("model", self.model, spec.BUILTIN)
+        check_choice("model", self.model, (*spec.BUILTIN, "spec", "file"))
+        if self.model == "file":
+            check_type("model_file", self.model_file, str, "FILE.py:FACTORY, the hand-written model's file")
+            check_type("model_digest", self.model_digest, str, "the model file's digest")
         else:
             check_type("spec", self.spec, dict, "a spec table (the TOML of the model, as a JSON object)")
-        for name in ("data_dir", "activation", "likelihood", "guide", "arch", "corruption", "resolved_device"):
+            if self.model_file is not None:
+                raise FieldError("model_file", f"is set, but model is {self.model!r}; set model to 'file'")
+        if not isinstance(self.binarize, bool):
+            raise FieldError("binarize", f"must be true or false, got {self.binarize!r}")
+        for name in ("data_dir", "resolved_device"):
             if getattr(self, name) is not None:
                 check_type(name, getattr(self, name), str, "a string")
-        for name in ("latent_dim", "hidden"):
-            if getattr(self, name) is not None:
-                check_sizes(name, getattr(self, name))
-        for name in ("obs_scale", "min_obs_scale"):  # their range: pyrovae.validate.check_model, with the spec's
-            if getattr(self, name) is not None:
-                check_type(name, getattr(self, name), (int, float), "a number")
         check_type("device", self.device, str, "a device name: auto, cpu, cuda or cuda:N")
         check_sizes("snapshot_epochs", self.snapshot_epochs)
         check_type("train", self.train, TrainConfig, "the training settings (a TrainConfig)")
@@ -93,10 +91,8 @@ class RunConfig:
         """
         if not isinstance(d, dict):
             raise FieldError("the configuration", f"must be a JSON object of settings, got {type(d).__name__}")
-        d = dict(d)
-        if isinstance(d.get("latent_dim"), int):  # configs written before hierarchical models
-            d["latent_dim"] = (d["latent_dim"],)
-        sizes = {k: tuple(d[k]) for k in ("latent_dim", "hidden", "snapshot_epochs") if isinstance(d.get(k), list)}
+        d = _resolved(dict(d))
+        sizes = {k: tuple(d[k]) for k in ("snapshot_epochs",) if isinstance(d.get(k), list)}
         _known_keys("", d, cls)
         train = d.get("train", {})
         if not isinstance(train, dict):
@@ -107,6 +103,38 @@ class RunConfig:
         except FieldError as e:
             raise FieldError(f"train.{e.field}", e.problem) from None
         return cls(**{**d, **sizes, "train": train})
+
+
+def _resolved(d: dict) -> dict:
+    """A configuration of the layout before the resolved spec (the spec table, or none for a built-in model,
+    plus the command line's overrides) in this one: the spec with the overrides applied, whole."""
+    overrides = {k: d.pop(k) for k in OVERRIDES if k in d}
+    if d.get("model") == "file" or (d.get("spec") is not None and not overrides):
+        return d
+    if isinstance(overrides.get("latent_dim"), int):  # configs written before hierarchical models
+        overrides["latent_dim"] = (overrides["latent_dim"],)
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
+    check_overrides(overrides)
+    base = d.get("spec")
+    if base is None:
+        check_choice("model", d.get("model", "vae"), spec.BUILTIN)
+    try:
+        resolved = spec.with_options(spec.load(base if base is not None else d.get("model", "vae")), **overrides)
+    except (InputError, TypeError, ValueError) as e:
+        raise FieldError("spec", f"does not resolve with the run's options ({one_line(e)})") from None
+    return {**d, "spec": spec.to_table(resolved)}
+
+
+def check_overrides(overrides: dict) -> None:
+    """The command line's model options (:data:`OVERRIDES`) of the right types, else a :class:`FieldError`
+    naming the option; their ranges and fit are the spec's to check (:func:`pyrovae.spec.with_options`)."""
+    for name, value in overrides.items():
+        if name in ("latent_dim", "hidden"):
+            check_sizes(name, value)
+        elif name in ("obs_scale", "min_obs_scale"):
+            check_type(name, value, (int, float), "a number")
+        else:
+            check_type(name, value, str, "a string")
 
 
 def _known_keys(prefix: str, d: dict, cls: type) -> None:
@@ -130,17 +158,34 @@ def device_name(device: torch.device) -> str:
 
 
 def model_spec(config: RunConfig) -> spec.ModelSpec:
-    """The run's model: its spec (built-in or the user's) with the command line's overrides."""
-    options = ("latent_dim", "hidden", "activation", "likelihood", "obs_scale", "min_obs_scale", "guide", "arch")
-    base = spec.load(config.spec if config.spec is not None else config.model)
-    return spec.with_options(base, corruption=config.corruption, **{k: getattr(config, k) for k in options})
+    """The run's model, resolved (its spec with the command line's options, as stored).
+
+    :raises InputError: for a run of a hand-written model, which has no spec.
+    """
+    if config.spec is None:
+        raise InputError(f"this run's model is the hand-written {config.model_file}, which has no spec")
+    return spec.load(config.spec)
 
 
 def build_model(
-    config: RunConfig, data_dim: int, image_shape: tuple[int, ...] | None = None
+    config: RunConfig,
+    data_dim: int,
+    image_shape: tuple[int, ...] | None = None,
+    *,
+    model_file: str | None = None,
+    run_dir: Path | None = None,
 ) -> tuple[nn.Module, nn.Module]:
-    """The run's model and guide (:func:`pyrovae.spec.build`), on the CPU."""
-    return spec.build(model_spec(config), data_dim=data_dim, image_shape=image_shape)
+    """The run's model and guide on the CPU: :func:`pyrovae.spec.build`, or a hand-written model's
+    factory when ``model_file`` (``FILE.py:FACTORY``, given by the user) is the run's.
+
+    :raises InputError: a run of a model file without ``model_file``, or another file than the run's.
+    """
+    if config.model != "file":
+        if model_file is not None:
+            raise InputError(f"--model-file: {run_dir or 'this run'} was built from a spec, not from a model file")
+        return spec.build(model_spec(config), data_dim=data_dim, image_shape=image_shape)
+    path, factory = check_same(model_file, config.model_file, config.model_digest, run_dir or Path("this run"))
+    return load_programs(path, factory, data_dim=data_dim, image_shape=tuple(image_shape or (data_dim,)))
 
 
 def read_config(run_dir: Path, state: dict | None) -> tuple[RunConfig, str | None]:

@@ -64,7 +64,13 @@ class RunInterrupted(Exception):
 
 
 def train_run(
-    config: RunConfig, out: str | Path, *, resume: bool = False, force: bool = False, progress: bool = True
+    config: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    model_file: str | None = None,
 ) -> list[dict[str, float]]:
     """Train (or continue training) the run in ``out``; returns the metrics history.
 
@@ -77,6 +83,7 @@ def train_run(
 
     :raises RunInterrupted: on SIGINT or SIGTERM, after the epoch in progress is abandoned.
     :raises RunError: on a NaN or infinite loss or parameter, or a failed write.
+    :param model_file: ``FILE.py:FACTORY`` of a run of a hand-written model (:mod:`pyrovae.model_file`).
     :raises InputError: when the directory is taken, locked, or cannot be resumed; nothing is written.
     """
     out = Path(out)
@@ -86,8 +93,10 @@ def train_run(
     pyro.set_rng_seed(config.train.seed)
     data = load_run_data(config, config.device)
     labels = torch.cat(list(data.labels.values())) if data.labels else None
-    spec.check_label_classes(model_spec(config), labels, config.dataset)  # a label input with too few classes
-    model, guide = (m.to(device) for m in build_model(config, data.data_dim, data.image_shape))
+    if config.model != "file":
+        spec.check_label_classes(model_spec(config), labels, config.dataset)  # a label input with too few classes
+    built = build_model(config, data.data_dim, data.image_shape, model_file=model_file, run_dir=out)
+    model, guide = (m.to(device) for m in built)
     trainer = Trainer(model, guide, data, config.train, progress=progress, labels=bool(model.labels))
     digest = data_digest(data)
     with open_run_dir(out, resume=resume, force=force):

@@ -495,6 +495,50 @@ def with_options(spec: ModelSpec, **options: Any) -> ModelSpec:
     return _check(dataclasses.replace(spec, latents=tuple(latents), x=x, likelihood=lik, **fields))
 
 
+def to_table(spec: ModelSpec) -> dict[str, Any]:
+    """The spec table of a resolved :class:`ModelSpec`, every value written out: ``parse(to_table(s)) == s``.
+
+    ``config.json`` stores a run's model so (the spec with the command line's overrides applied), so that
+    the run rebuilds its model from that table alone, whatever the built-in spec files become.
+    """
+    lik = spec.likelihood
+    table: dict[str, Any] = {
+        "likelihood": lik.name,
+        "obs_scale": lik.obs_scale,
+        "min_obs_scale": lik.min_obs_scale,
+        "guide": spec.guide,
+        "arch": spec.arch,
+        "activation": spec.activation,
+        "corruption": spec.corruption,
+    }
+    if spec.inputs:
+        table["inputs"] = dict(spec.inputs)
+    table["latent"] = [
+        {
+            "name": z.name,
+            "size": z.size,
+            "given": list(z.prior.given),
+            "hidden": list(z.prior.hidden),
+            "prior": {"family": z.prior.family or "normal", "learn": z.prior.learn, **dict(z.prior.settings)},
+            "encoder": {
+                "given": list(z.encoder.given),
+                "hidden": list(z.encoder.hidden),
+                **({"family": z.encoder.family} if z.encoder.family else {}),
+                **dict(z.encoder.settings),
+            },
+        }
+        for z in spec.latents
+    ]
+    size = {"size": spec.data_dim} if spec.data_dim is not None else {}
+    table["x"] = {"given": list(spec.x.given), "hidden": list(spec.x.hidden), **size}
+    if spec.observed:
+        table["observed"] = [
+            {"name": o.name, "classes": o.classes, "given": list(o.net.given), "hidden": list(o.net.hidden)}
+            for o in spec.observed
+        ]
+    return table
+
+
 def _check_shape(spec: ModelSpec, data_dim: Any, image_shape: Any) -> int:
     """The size of x for :func:`build`: ``data_dim``, else the spec's ``x.size``; checked against both.
 

@@ -27,7 +27,7 @@ from pyrovae.data import Dataset, load_dataset
 from pyrovae.errors import (
     InputError,
 )
-from pyrovae.inference.training import METRICS
+from pyrovae.inference.training import METRICS, load_params, register_params
 from pyrovae.lock import LOCK, run_lock
 from pyrovae.run_config import RunConfig, build_model, model_spec, resolve_device
 
@@ -176,32 +176,52 @@ class LoadedRun(NamedTuple):
     @property
     def networks(self) -> dict[str, nn.Module]:
         """Every conditional of model and guide by its name (also its ``pyro.module`` name)."""
-        return {**self.model.conditionals, **self.guide.conditionals}
+        return {**self.model.conditionals, **self.guide.conditionals}  # a model file's: its owner's children
 
     @property
     def spec(self) -> spec.ModelSpec:
-        """The run's model, resolved: its spec with the command line's overrides."""
+        """The run's model, resolved: its spec with the command line's overrides (none for a model file)."""
         return model_spec(self.config)
 
 
-def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
+def load_run(run_dir: str | Path, device: str = "auto", *, model_file: str | None = None) -> LoadedRun:
     """Rebuild a run's model and guide with its trained parameters, on ``device``.
 
     The parameters go into the networks themselves (``load_state_dict``); Pyro's param store is
     neither read nor cleared, so loading a run leaves a user's own parameters alone. Running the
     model or guide registers its networks there under the names of :attr:`LoadedRun.networks`, as
-    ``pyro.module`` does, and they compute with their own (loaded) weights.
+    ``pyro.module`` does, and they compute with their own (loaded) weights. A hand-written model
+    whose parameters are ``pyro.param`` s of plain functions has no networks to hold them: they are
+    put in the param store under their names.
+
+    :param model_file: ``FILE.py:FACTORY``, for a run trained from a model file (its code is run
+        only when named here, and only if it is the trained file: :mod:`pyrovae.model_file`).
     """
-    path = Path(run_dir) / CHECKPOINT
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT
     state = load_checkpoint(path)
     with fits(path):
         config = RunConfig.from_dict(state["config"])
         image_shape = tuple(state["image_shape"])
-        model, guide = build_model(config, state["data_dim"], image_shape)
-        load_networks((model, guide), state["trainer"]["params"])
+    model, guide = build_model(config, state["data_dim"], image_shape, model_file=model_file, run_dir=run_dir)
+    with fits(path):
+        trainer = state["trainer"]
+        if "modules" in trainer:  # format 3
+            for role, program in (("model", model), ("guide", guide)):
+                program.load_state_dict(trainer["modules"][role])
+            if trainer["params"]:
+                _load_store_params(model, guide, trainer["params"], state["data_dim"])
+        else:
+            load_networks((model, guide), trainer["params"])
         model, guide = model.to(resolve_device(device)), guide.to(resolve_device(device))
         guide.eval()  # a trained run is evaluated without the denoising autoencoder's input corruption
     return LoadedRun(config, model, guide, image_shape)
+
+
+def _load_store_params(model: nn.Module, guide: nn.Module, params: dict[str, torch.Tensor], data_dim: int) -> None:
+    """Parameters outside the networks (a plain function's ``pyro.param`` s), into the param store."""
+    register_params(model, guide, torch.zeros(2, data_dim))  # creates the entries, then overwritten
+    load_params(params)
 
 
 def load_networks(programs: Sequence[nn.Module], params: dict[str, torch.Tensor]) -> None:
@@ -225,5 +245,8 @@ def load_networks(programs: Sequence[nn.Module], params: dict[str, torch.Tensor]
 
 def load_run_data(config: RunConfig, device: str = "auto") -> Dataset:
     """The run's data set, binarized when (and only when) its likelihood needs binary data or counts."""
-    binarize = model_spec(config).likelihood.support in ("binary", "count")  # grey values are neither
+    if config.model == "file":
+        binarize = config.binarize
+    else:
+        binarize = model_spec(config).likelihood.support in ("binary", "count")  # grey values are neither
     return load_dataset(config.dataset, data_dir=config.data_dir, device=resolve_device(device), binarize=binarize)

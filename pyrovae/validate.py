@@ -21,14 +21,15 @@ from pathlib import Path
 
 import torch
 
-from pyrovae import spec
+from pyrovae import model_file, spec
 from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
 from pyrovae.data import LABELLED, require_data_dir
 from pyrovae.errors import FieldError, InputError, check_float, check_int
 from pyrovae.inference.training import TrainConfig
-from pyrovae.run_config import RunConfig, model_spec, read_config
+from pyrovae.run_config import OVERRIDES, RunConfig, check_overrides, model_spec, read_config
 from pyrovae.store import check_is_run_dir
 
+MODEL = ("model", "spec", "model_file", "model_digest")  # RunConfig's model fields, set by _model
 RESUMABLE = ("epochs", "lr", "clip_norm", "device", "no_progress")  # train options --resume may change
 # A pixel standard deviation whose square (the variance) is a normal float32 number: below, the Gaussian
 # log-density underflows to a zero variance or overflows to infinity; 1e-50 is 0 in float32.
@@ -53,22 +54,42 @@ def check_train(args: argparse.Namespace, *, given: set[str]) -> RunConfig:
         return _check_resume(args, given)
     _check_new_out(out, force=args.force)
     options = vars(args) | {"epochs": TrainConfig.epochs if args.epochs is None else args.epochs}
-    if "spec" in options and "model" in options:
-        raise UsageError("give --model or --spec, not both")
-    # The spec table is stored whole in config.json (the user's file, or the built-in family's as it is
-    # now), so that the run rebuilds its model on its own even if models/specs change.
-    options["spec"] = spec.read(
-        options["spec"] if "spec" in options else spec.builtin_path(options.get("model", "vae"))
-    )
     if options.get("data_dir") is not None:  # config.json works from any directory
         options["data_dir"] = _absolute(options["data_dir"])
     with _as_options():
-        config = RunConfig(  # model options left out are absent: the spec's values
-            **{f.name: options[f.name] for f in fields(RunConfig) if f.name in options},
+        config = RunConfig(
+            **{f.name: options[f.name] for f in fields(RunConfig) if f.name in options and f.name not in MODEL},
+            **_model(options, given),
             train=TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options}),
         )
     check_config(config)
     return config
+
+
+def _model(options: dict, given: set[str]) -> dict:
+    """The model fields of a new run's :class:`RunConfig`: the resolved spec (of ``--model`` or ``--spec``
+    with the model options given), or the ``--model-file`` with its digest."""
+    sources = [name for name in ("model", "spec", "model_file") if name in given]
+    if len(sources) > 1:
+        raise UsageError(f"give one of --model, --spec and --model-file, not {' and '.join(sources)}")
+    overrides = {k: options[k] for k in OVERRIDES if k in options}
+    if "model_file" in given:
+        if overrides:
+            raise UsageError(
+                f"--{next(iter(overrides)).replace('_', '-')}: the model options apply to spec models; a model "
+                "file's factory sets its own sizes and families"
+            )
+        path, factory = model_file.parse_ref(options["model_file"])
+        return {"model": "file", "model_file": f"{path}:{factory}", "model_digest": model_file.digest(path)}
+    if "binarize" in given:
+        raise UsageError("--no-binarize applies to --model-file runs; a spec's likelihood decides for itself")
+    base = spec.load(options["spec"] if "spec" in options else options.get("model", "vae"))
+    # The model is stored resolved and whole, so that the run rebuilds it on its own even if models/specs change.
+    with _as_options():
+        check_overrides(overrides)
+    resolved = spec.with_options(base, **overrides)
+    _check_scales(resolved)
+    return {"model": "spec" if "spec" in options else options.get("model", "vae"), "spec": spec.to_table(resolved)}
 
 
 def _check_resume(args: argparse.Namespace, given: set[str]) -> RunConfig:
@@ -76,7 +97,9 @@ def _check_resume(args: argparse.Namespace, given: set[str]) -> RunConfig:
     other options only when they repeat the stored values."""
     out = Path(args.out)
     config, done = _resume_config(out)
-    changed = sorted(k for k in given - {*RESUMABLE, "out", "resume", "data_dir"} if not _repeats(k, args, config))
+    changed = sorted(
+        k for k in given - {*RESUMABLE, "out", "resume", "data_dir"} if not _repeats(k, args, config, given)
+    )
     if changed:
         names = ", ".join("--" + k.replace("_", "-") for k in changed)
         raise UsageError(
@@ -102,22 +125,25 @@ def _check_resume(args: argparse.Namespace, given: set[str]) -> RunConfig:
     return config
 
 
-MODEL_OPTIONS = ("latent_dim", "hidden", "activation", "likelihood", "obs_scale", "min_obs_scale", "guide", "arch")
-
-
-def _repeats(name: str, args: argparse.Namespace, config: RunConfig) -> bool:
-    """Whether option ``name`` as given on the command line is the run's stored setting."""
+def _repeats(name: str, args: argparse.Namespace, config: RunConfig, given: set[str]) -> bool:
+    """Whether option ``name`` as given on the command line is the run's stored setting; the model's
+    options repeat it when, with the model (``--model``, ``--spec``, or the run's), they resolve to the run's."""
     value = getattr(args, name)
     if name in {f.name for f in fields(TrainConfig)}:
         return getattr(config.train, name) == value
-    if name in ("model", "spec"):  # the same model table as the run's
-        table = spec.read(value if name == "spec" else spec.builtin_path(value))
-        return table == config.spec if config.spec is not None else name == "model" and value == config.model
-    if name in (*MODEL_OPTIONS, "corruption"):  # the same model once resolved: --latent-dim 20 repeats the spec's 20
+    if name == "model_file":
+        return config.model == "file"  # checked against the run's file and digest when the model is built
+    if name in ("model", "spec", *OVERRIDES):
+        if config.model == "file":
+            return False
         try:
-            return model_spec(replace(config, **{name: value})) == model_spec(config)
+            base = args.spec if "spec" in given else args.model if "model" in given else config.spec
+            overrides = {k: getattr(args, k) for k in OVERRIDES if k in given}
+            return spec.with_options(spec.load(base), **overrides) == model_spec(config)
         except (ValueError, TypeError):
             return False
+    if name == "binarize":
+        return config.binarize == value
     return getattr(config, name, None) == value
 
 
@@ -144,8 +170,17 @@ def check_config(config: RunConfig) -> None:
 
 
 def check_model(config: RunConfig) -> None:
-    """The model's spec with the command line's overrides, and its fit with the objective and the data."""
+    """The model's spec with the command line's overrides, and its fit with the objective and the data
+    (a hand-written model's fit shows when it is built)."""
+    if config.model == "file":
+        return
     model = model_spec(config)  # a SpecError names the field
+    _check_scales(model)
+    _check_objective(config, model)
+
+
+def _check_scales(model: spec.ModelSpec) -> None:
+    """The likelihood's pixel standard deviations: their squares float32 numbers other than 0 and infinity."""
     low, high = SCALE_RANGE
     for option, value in (
         ("--obs-scale", model.likelihood.obs_scale),
@@ -158,6 +193,10 @@ def check_model(config: RunConfig) -> None:
                 f"{low:.2g} .. {high:.2g}, so that its square, the variance, is a float32 number other than 0 "
                 f"and infinity; e.g. {option} 0.1"
             )
+
+
+def _check_objective(config: RunConfig, model: spec.ModelSpec) -> None:
+    """The objective's needs (analytic KL, a mean-field or reparameterized guide) and the data's labels."""
     if config.train.objective == "mf-elbo" and not model.mean_field:
         raise UsageError(
             "--objective mf-elbo takes each latent's KL analytically, which is exact only for a mean-field "
@@ -232,7 +271,7 @@ def _run_config_and_model(run_dir: Path) -> tuple[RunConfig | None, spec.ModelSp
             config, _ = read_config(run_dir, None)
         except InputError:  # config.json missing or damaged: the checkpoint's copy (read only then)
             config, _ = read_config(run_dir, load_checkpoint(run_dir / CHECKPOINT))
-        return config, model_spec(config)
+        return config, None if config.model == "file" else model_spec(config)
     except ValueError:
         return None, None
 
@@ -334,8 +373,11 @@ def _resume_config(out: Path) -> tuple[RunConfig, int]:
         print(f"pyrovae: warning: {problem}", file=sys.stderr, flush=True)
     if state is None:
         return config, 0
-    saved = state.get("config")
-    if not isinstance(saved, dict) or _settings(saved) != _settings(asdict(config)):
+    try:  # in this layout, whatever the layout of the version that wrote it
+        saved = asdict(RunConfig.from_dict(state.get("config")))
+    except FieldError:
+        saved = None
+    if saved is None or _settings(saved) != _settings(asdict(config)):
         raise UsageError(
             f"{out / CHECKPOINT}: written with other settings than {out / 'config.json'}; restore the original "
             "config.json (or delete it: it is rebuilt from the checkpoint), or start over with --force"

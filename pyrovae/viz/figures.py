@@ -36,6 +36,7 @@ class PlotOptions:
     device: str = "auto"  # auto | cpu | cuda
     prior_contours: bool = False  # latent-map (D = 2): the prior's 1- and 2-sigma contours
     site: str | None = None  # the latent site to draw; None: the guide's only one
+    model_file: str | None = None  # FILE.py:FACTORY of a run of a hand-written model (pyrovae.model_file)
 
 
 class EncodedTestSplit(NamedTuple):
@@ -58,11 +59,11 @@ class EncodedTestSplit(NamedTuple):
         return kl
 
 
-def _test_set(run_dir: Path, device: str, site: str | None = None) -> EncodedTestSplit:
-    run = load_run(run_dir, device)
-    data = load_run_data(run.config, device)
+def _test_set(run_dir: Path, o: PlotOptions) -> EncodedTestSplit:
+    run = load_run(run_dir, o.device, model_file=o.model_file)
+    data = load_run_data(run.config, o.device)
     x, batch_size = data.split("test"), run.config.train.eval_batch_size
-    site, z = latent_space.encode(run.guide, x.split(batch_size), site=site)
+    site, z = latent_space.encode(run.guide, x.split(batch_size), site=o.site)
     return EncodedTestSplit(run.model, run.guide, run.image_shape, x, data.labels.get("test"), site, z, batch_size)
 
 
@@ -176,9 +177,7 @@ def plot_run(
     if kind not in KINDS:
         raise ValueError(f"unknown plot kind {kind!r}; choose from {', '.join(KINDS)}")
     run_dir, options = Path(run_dir), options or PlotOptions()
-    fig = (
-        _curves(run_dir) if kind == "curves" else DRAW[kind](_test_set(run_dir, options.device, options.site), options)
-    )
+    fig = _curves(run_dir) if kind == "curves" else DRAW[kind](_test_set(run_dir, options), options)
     out = Path(out) if out else run_dir / f"{kind}.png"
     plots.save_figure(fig, out)
     return out

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from pyro import poutine
 from pyro.distributions import Distribution
+from pyro.poutine.util import site_is_subsample
 
 from pyrovae.inference.diagnostics import factors, posterior_means
 
@@ -144,7 +145,28 @@ def decoded_mean(model: Callable, *args, guide: Callable | None = None, **kwargs
     """
     if guide is not None:
         model = poutine.replay(model, trace=poutine.trace(guide).get_trace(*args, **kwargs))
-    return poutine.trace(model).get_trace(*args, **kwargs).nodes["x"]["fn"].mean
+    trace = poutine.trace(model).get_trace(*args, **kwargs)
+    return trace.nodes[data_site(trace)]["fn"].mean
+
+
+def data_site(trace: poutine.Trace) -> str:
+    """The model's data site: ``"x"``, else its only observed sample site (also one that
+    ``poutine.uncondition`` turned into a draw).
+
+    :raises ValueError: a trace with no such site, or several (name the data site ``x``).
+    """
+    if "x" in trace.nodes:
+        return "x"
+    observed = [
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample"
+        and not site_is_subsample(site)
+        and (site["is_observed"] or site["infer"].get("was_observed"))
+    ]
+    if len(observed) != 1:
+        raise ValueError(f"the model observes {observed or 'no site'}; name its data site 'x' to draw it")
+    return observed[0]
 
 
 def decode(model: Callable, z: torch.Tensor, *, site: str = "z") -> torch.Tensor:

@@ -64,8 +64,8 @@ def test_mf_elbo_is_refused_where_no_kl_is_in_closed_form(amat_dir: Path, tmp_pa
 def test_a_learned_prior_is_learned_and_reloads(amat_dir: Path, tmp_path: Path):
     out = tmp_path / "run"
     assert train(amat_dir, out, "--spec", str(write_spec(tmp_path, "learned-normal-prior")), "--epochs", "2") == 0
-    params = load_checkpoint(out / CHECKPOINT)["trainer"]["params"]
-    scale = torch.nn.functional.softplus(params["prior_z$$$scale"]) + 1e-4
+    params = load_checkpoint(out / CHECKPOINT)["trainer"]["modules"]["model"]  # the model's state_dict
+    scale = torch.nn.functional.softplus(params["conditionals.prior_z.scale"]) + 1e-4
     assert not torch.allclose(scale, torch.full((3,), 0.5))  # it moved from where the spec started it
     run = store.load_run(out, "cpu")
     torch.testing.assert_close(run.model.conditionals["prior_z"]().base_dist.scale, scale)

@@ -214,7 +214,8 @@ def test_an_unexpected_error_of_any_type_is_a_one_line_bug_report(run: Path, cap
         ("train.seed", "0", "train.seed must be an integer, got '0'"),
         ("device", 5, "device must be a device name: auto, cpu, cuda or cuda:N, got 5"),
         ("train.beta", "1", "train.beta must be a finite number >= 0, got '1'"),
-        ("hidden", [32.5], "hidden must be a list of positive integers, got (32.5,)"),
+        ("hidden", [32.5], "hidden must be a list of positive integers, got (32.5,)"),  # a layout before 0.2
+        ("binarize", "yes", "binarize must be true or false, got 'yes'"),
         ("spec", 5, "spec must be a spec table"),
         ("data_dir", 5, "data_dir must be a string, got 5"),
         ("train.batch_size", 0, "train.batch_size must be a positive integer, got 0"),
@@ -270,8 +271,9 @@ def test_bad_specs_are_bad_input(tmp_path: Path, capsys, content: str | bytes, m
 
 def test_a_checkpoint_with_nan_parameters_is_refused(run: Path, tmp_path: Path, capsys):
     state = load_checkpoint(run / CHECKPOINT)
-    name = next(iter(state["trainer"]["params"]))
-    state["trainer"]["params"][name] = torch.full_like(state["trainer"]["params"][name], float("nan"))
+    saved = state["trainer"]["modules"]["guide"]  # the guide's state_dict
+    name = next(iter(saved))
+    saved[name] = torch.full_like(saved[name], float("nan"))
     save_checkpoint(run / CHECKPOINT, state)
     for argv in (["evaluate", str(run)], ["sample", str(run), "--out", str(tmp_path / "s.png")]):
         err = one_error_line(capsys, 2, cli.main(argv))

@@ -31,8 +31,9 @@ def test_config_json_rebuilds_the_model_after_the_builtin_spec_changes(amat_dir:
     out = tmp_path / "run"
     argv = ["train", "--dataset", "binarized-mnist", "--data-dir", str(amat_dir), "--out", str(out)]
     assert cli.main([*argv, "--hidden", "16", "--epochs", "1", "--no-progress"]) == 0  # latent size: the spec's 20
-    config = json.loads((out / "config.json").read_text())
-    assert config["spec"] == spec.read(spec.builtin_path("vae")) and config["latent_dim"] is None
+    config = json.loads((out / "config.json").read_text())  # the model resolved, whole: no option fields
+    assert spec.parse(config["spec"]) == spec.with_options(spec.load("vae"), hidden=(16,))
+    assert config["spec"]["latent"][0]["size"] == 20 and "hidden" not in config
     changed = tmp_path / "vae.toml"  # models/specs/vae.toml as a later version might have it
     changed.write_text(spec.builtin_path("vae").read_text().replace("size = 20", "size = 5"))
     monkeypatch.setattr(spec, "builtin_path", lambda name: changed)
@@ -45,13 +46,13 @@ def test_config_json_rebuilds_the_model_after_the_builtin_spec_changes(amat_dir:
 def test_configs_without_a_stored_spec_still_load(amat_dir: Path, tmp_path: Path):
     out = tmp_path / "run"
     assert train(amat_dir, out, "--epochs", "1") == 0
-    old = json.loads((out / "config.json").read_text())  # as pyrovae wrote it before storing the spec
-    old["spec"] = None
-    del old["resolved_device"]
+    old = json.loads((out / "config.json").read_text())  # as pyrovae wrote it before storing the spec:
+    old.update(spec=None, latent_dim=3, hidden=[32], activation=None, likelihood=None, guide=None)  # the options
+    for key in ("resolved_device", "model_file", "model_digest", "binarize"):
+        del old[key]
     (out / "config.json").write_text(json.dumps(old))
     state = load_checkpoint(out / CHECKPOINT)
-    state["config"] = dataclasses.asdict(run_config.RunConfig.from_dict(old))
-    del state["config"]["resolved_device"]
+    state["config"] = old
     save_checkpoint(out / CHECKPOINT, state)
     assert cli.main(["evaluate", str(out), "--k", "1"]) == 0
     assert resume(out, "--epochs", "2") == 0

@@ -109,7 +109,7 @@ def test_help_is_the_full_usage_and_every_train_option_states_its_default_once(c
     expected |= {"--arch": "mlp", "--clip-norm": "none", "--batch-size": "100", "--lr": "0.001"}
     for option, default in expected.items():
         assert f"(default: {default}" in helps[option], (option, helps[option])
-    flags = {"--out", "--resume", "--force", "--no-progress"}  # required, or a switch
+    flags = {"--out", "--resume", "--force", "--no-progress", "--no-binarize"}  # required, or a switch
     assert all("default:" in text for option, text in helps.items() if option not in flags), helps
 
 
@@ -156,13 +156,15 @@ def corrupt_checkpoint(run: Path) -> None:
 
 def foreign_checkpoint(run: Path) -> None:  # a readable checkpoint whose parameters have other shapes
     state = load_checkpoint(run / CHECKPOINT)
-    state["trainer"]["params"] = {k: torch.zeros(1) for k in state["trainer"]["params"]}
+    state["trainer"]["modules"] = {
+        role: {k: torch.zeros(1) for k in sd} for role, sd in state["trainer"]["modules"].items()
+    }
     save_checkpoint(run / CHECKPOINT, state)
 
 
 def other_settings(run: Path) -> None:
     state = load_checkpoint(run / CHECKPOINT)
-    state["config"]["latent_dim"] = 7
+    state["config"]["spec"]["latent"][0]["size"] = 7
     save_checkpoint(run / CHECKPOINT, state)
 
 
