@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pyro
 import torch
 from pyro import poutine
 from torch import nn
@@ -105,7 +106,8 @@ def load_programs(path: Path, factory: str, *, data_dim: int, image_shape: tuple
     made = make(**{k: v for k, v in {"data_dim": data_dim, "image_shape": image_shape}.items() if k in wanted})
     model, guide, owner = _model_and_guide(made, f"{path}:{factory}")
     programs = Program(model, owner, data_dim), Program(guide, owner, data_dim)
-    programs[0].probabilistic = bool(stochastic_latents(guide, torch.zeros(2, data_dim)))
+    with pyro.get_param_store().scope():  # the probe's pyro.module / pyro.param calls leave the store as it was
+        programs[0].probabilistic = bool(stochastic_latents(guide, torch.zeros(2, data_dim)))
     return programs
 
 

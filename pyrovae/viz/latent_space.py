@@ -150,19 +150,17 @@ def decoded_mean(model: Callable, *args, guide: Callable | None = None, **kwargs
 
 
 def data_site(trace: poutine.Trace) -> str:
-    """The model's data site: ``"x"``, else its only observed sample site (also one that
-    ``poutine.uncondition`` turned into a draw).
+    """The model's data site: ``"x"``, else the only sample site that ``poutine.uncondition`` turned
+    into a draw (a prior predictive), else its only observed one (latents a figure conditions on
+    are observed too, but never unconditioned).
 
     :raises ValueError: a trace with no such site, or several (name the data site ``x``).
     """
     if "x" in trace.nodes:
         return "x"
-    observed = [
-        name
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample"
-        and not site_is_subsample(site)
-        and (site["is_observed"] or site["infer"].get("was_observed"))
+    sites = [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
+    observed = [s["name"] for s in sites if s["infer"].get("was_observed")] or [
+        s["name"] for s in sites if s["is_observed"]
     ]
     if len(observed) != 1:
         raise ValueError(f"the model observes {observed or 'no site'}; name its data site 'x' to draw it")
