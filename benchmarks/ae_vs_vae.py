@@ -13,10 +13,6 @@ decoder) and the 2-D latent map of the test digits (the ``latent-map`` figure of
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
-import shlex
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +21,9 @@ from PIL import Image
 from pyrovae.viz.figures import PlotOptions, plot_run
 from pyrovae.viz.plots import new_figure, save_figure
 
-RESULTS = Path(__file__).parent / "results"
+from report import RESULTS, header, run, write_report
+
 SETTINGS = ["--latent-dim", "2", "--hidden", "400,400", "--no-progress"]
-
-
-def run(command: list[str]) -> None:
-    print("$", shlex.join(command), flush=True)
-    subprocess.run(command, check=True)
 
 
 def main() -> None:
@@ -77,24 +69,20 @@ def main() -> None:
             ax.set_axis_off()
     fig.suptitle("Same architecture, 2-D latent: prior samples fall into holes of the autoencoder's code space")
     save_figure(fig, RESULTS / "ae_vs_vae.png")
-    command = f"python benchmarks/ae_vs_vae.py --epochs {args.epochs}"
-    (RESULTS / "ae_vs_vae.md").write_text(
-        f"""# Autoencoder vs VAE: decoded prior samples and latent maps
-
-- machine: {platform.machine()} CPU; date: {datetime.date.today()}
-- command: `{command}`
-- budget: {args.epochs} epochs of mnist-5k (4,500 digits), batch 100, Adam lr 1e-3, 784-400-400-2 ReLU MLPs,
-  Bernoulli decoder; `pyrovae train --model ae|vae {" ".join(SETTINGS)}`
-
-![ae vs vae](ae_vs_vae.png)
-
-Nothing ties the autoencoder's codes to N(0, I): reconstruction alone placed them over a range many
+    write_report(
+        "ae_vs_vae.md",
+        header(
+            "Autoencoder vs VAE: decoded prior samples and latent maps",
+            budget=f"""{args.epochs} epochs of mnist-5k (4,500 digits), batch 100, Adam lr 1e-3,
+  784-400-400-2 ReLU MLPs, Bernoulli decoder; `pyrovae train --model ae|vae {" ".join(SETTINGS)}`""",
+        ),
+        "![ae vs vae](ae_vs_vae.png)",
+        """Nothing ties the autoencoder's codes to N(0, I): reconstruction alone placed them over a range many
 times the prior's (compare its latent map with the prior's 1- and 2-sigma circles drawn on it, which
 hold 39% and 86% of the draws), so prior draws land only in the crowded centre
 and decode to blends of the few classes coded there, while classes coded far out never appear. The
 VAE's KL term pulls the codes onto the prior, so the same draws decode to digits of every region.
-(Reading of the committed run; look at the figure after re-running.)
-"""
+(Reading of the committed run; look at the figure after re-running.)""",
     )
 
 

@@ -14,9 +14,6 @@ under ``--runs``.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -25,9 +22,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 
-RESULTS = Path(__file__).parent / "results"
+from report import RESULTS, header, run, write_report
+
 ARCH = ["--latent-dim", "50", "--hidden", "200,200", "--activation", "tanh"]  # IWAE paper, 1 stochastic layer
 MODELS = {  # name -> objective options
     "VAE (elbo)": ["--objective", "elbo"],
@@ -36,11 +33,6 @@ MODELS = {  # name -> objective options
     "IWAE k=50": ["--objective", "iwae", "--particles", "50"],
     "IWAE k=50 DReG": ["--objective", "iwae", "--particles", "50", "--iwae-gradient", "dreg"],
 }
-
-
-def run(command: list[str]) -> None:
-    print("$", " ".join(command), flush=True)
-    subprocess.run(command, check=True)
 
 
 def train_and_evaluate(name: str, options: list[str], args: argparse.Namespace) -> dict:
@@ -55,17 +47,16 @@ def train_and_evaluate(name: str, options: list[str], args: argparse.Namespace) 
     run(["pyrovae", "evaluate", str(out), "--k", "1", "--device", args.device])
     elbo_full = pd.read_csv(out / "bounds.csv").set_index("k").loc[1, "bound"]
     limit = [] if args.ll_limit is None else ["--limit", str(args.ll_limit)]
-    evaluation = subprocess.run(
-        ["pyrovae", "evaluate", str(out), "--k", "1,5,50,5000", "--device", args.device, *limit],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    print(evaluation.stdout, flush=True)
+    evaluation = run(
+        ["pyrovae", "evaluate", str(out), "--k", "1,5,50,5000", "--device", args.device, *limit], capture=True
+    )
+    print(evaluation, flush=True)
     bounds = pd.read_csv(out / "bounds.csv").set_index("k")
     return {
         "model": name,
         **{f"L_{k}": bounds.loc[k, "bound"] for k in (1, 5, 50, 5000)},
         "L_5000 stderr": bounds.loc[5000, "stderr"],
-        "active units": int(evaluation.stdout.strip().splitlines()[-1].split()[-1]),
+        "active units": int(evaluation.strip().splitlines()[-1].split()[-1]),
         "L_1, all 10,000": elbo_full,
         "epochs": int(metrics["epoch"].iloc[-1]),
         "seconds / epoch": metrics["seconds"].mean(),
@@ -133,26 +124,24 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     plot(table, RESULTS / "bounds.png")
     subset = "all 10,000" if args.ll_limit is None else f"a seeded random {args.ll_limit:,}"
-    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.machine()})"
-    report = f"""# Bounds of ELBO- and IWAE-trained models (static binarized MNIST)
-
-- machine: {device}, {torch.get_num_threads()} torch threads; date: {datetime.date.today()}
-- command: `python benchmarks/bounds.py --data-dir {args.data_dir} --epochs {args.epochs}` \
-{"" if args.ll_limit is None else f"`--ll-limit {args.ll_limit}`"}
-- budget: {args.epochs} epochs of the 50,000 training images for every model, batch 100, Adam lr 1e-3;
-  architecture of the IWAE paper's 1-stochastic-layer model (784-200-200-50 tanh MLPs, Bernoulli decoder)
-- evaluation: L_1 (the ELBO), L_5, L_50, L_5000 (the log-likelihood estimate) and active units
+    budget = f"""{args.epochs} epochs of the 50,000 training images for every model, batch 100, Adam lr 1e-3;
+  architecture of the IWAE paper's 1-stochastic-layer model (784-200-200-50 tanh MLPs, Bernoulli decoder)"""
+    evaluation = f"""evaluation: L_1 (the ELBO), L_5, L_50, L_5000 (the log-likelihood estimate) and active units
   (Cov_x(E_q[z_u]) > 0.01) on {subset} test images, the same images for every k and model;
-  mean over images in nats, stderr over images; L_1 also on all 10,000 test images
-- total wall-clock time of this benchmark: {(time.perf_counter() - start) / 60:.1f} min
-
-{table.to_markdown(index=False)}
-
-![bounds](bounds.png)
-
-{reading(table, args.epochs)}"""
-    (RESULTS / "bounds.md").write_text(report)
-    print(report)
+  mean over images in nats, stderr over images; L_1 also on all 10,000 test images"""
+    minutes = f"total wall-clock time of this benchmark: {(time.perf_counter() - start) / 60:.1f} min"
+    write_report(
+        "bounds.md",
+        header(
+            "Bounds of ELBO- and IWAE-trained models (static binarized MNIST)",
+            budget=budget,
+            notes=[evaluation, minutes],
+            device=args.device,
+        ),
+        table,
+        "![bounds](bounds.png)",
+        reading(table, args.epochs),
+    )
 
 
 if __name__ == "__main__":

@@ -10,23 +10,15 @@ plain loop of ``benchmarks/plain_vae.py``, then writes
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import shlex
-import subprocess
-import sys
 import tempfile
-from pathlib import Path
 
 import pandas as pd
-import torch
 
 from pyrovae.data import load_dataset
 
-sys.path.insert(0, str(Path(__file__).parent))
 from plain_vae import train_plain
-
-RESULTS = Path(__file__).parent / "results"
+from report import header, run, write_report
 
 
 def main() -> None:
@@ -43,7 +35,7 @@ def main() -> None:
             "--hidden", "400,400", "--activation", "relu", "--objective", "elbo", "--device", "cpu",
             "--no-progress", "--out", f"{tmp}/run",
         ]  # fmt: skip
-        subprocess.run(command, check=True)
+        run(command)
         ours = pd.read_csv(f"{tmp}/run/metrics.csv")
 
     data = load_dataset("binarized-mnist", data_dir=args.data_dir)
@@ -59,24 +51,20 @@ def main() -> None:
     per_epoch = pd.DataFrame(
         {"epoch": ours["epoch"], "pyrovae test ELBO": ours["test_elbo"], "plain test ELBO": plain["test_elbo"]}
     ).round(2)
-    report = f"""# pyrovae VAE vs a plain PyTorch VAE (static binarized MNIST)
-
-- machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, CPU only
-- date: {datetime.date.today()}
-- command: `python benchmarks/core.py --data-dir {args.data_dir} --epochs {args.epochs}`
-- pyrovae command: `{shlex.join(command[:-2])} --out RUN`
-- budget: {args.epochs} epochs x 50,000 training images, batch 100, Adam lr 1e-3,
-  784-400-400-50 ReLU MLPs, one-sample ELBO on the 10,000 test images
-
-{table.to_markdown(index=False)}
-
-Per epoch:
-
-{per_epoch.to_markdown(index=False)}
-"""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "core.md").write_text(report)
-    print(report)
+    budget = f"""{args.epochs} epochs x 50,000 training images, batch 100, Adam lr 1e-3,
+  784-400-400-50 ReLU MLPs, one-sample ELBO on the 10,000 test images"""
+    write_report(
+        "core.md",
+        header(
+            "pyrovae VAE vs a plain PyTorch VAE (static binarized MNIST)",
+            budget=budget,
+            notes=[f"pyrovae command: `{shlex.join(command[:-2])} --out RUN`"],
+            device="cpu",
+        ),
+        table,
+        "Per epoch:",
+        per_epoch,
+    )
 
 
 if __name__ == "__main__":

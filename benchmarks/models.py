@@ -14,21 +14,14 @@ no labels. Writes ``benchmarks/results/models.md``; run directories are kept und
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bounds import run
+from report import header, run, write_report
 
-RESULTS = Path(__file__).parent / "results"
 # One stochastic layer as in benchmarks/core.py. Not the IWAE paper's tanh 200-200: with it the plain
 # autoencoder's codes collapse to a constant within the first epochs (so does a plain PyTorch one).
 ONE_LAYER = ["--latent-dim", "50", "--hidden", "400,400", "--activation", "relu"]
@@ -49,10 +42,9 @@ def evaluate(out: Path, k: int, device: str, limit: int | None) -> tuple[float |
     (out / "bounds.csv").unlink(missing_ok=True)
     command = ["pyrovae", "evaluate", str(out), "--k", str(k), "--device", device]
     command += [] if limit is None else ["--limit", str(limit)]
-    print("$", " ".join(command), flush=True)
-    result = subprocess.run(command, check=True, capture_output=True, text=True)
-    print(result.stdout, flush=True)
-    active = result.stdout.strip().splitlines()[-1].removeprefix("active units: ")
+    stdout = run(command, capture=True)
+    print(stdout, flush=True)
+    active = stdout.strip().splitlines()[-1].removeprefix("active units: ")
     bounds = pd.read_csv(out / "bounds.csv") if (out / "bounds.csv").exists() else None
     return (None if bounds is None else float(bounds["bound"].iloc[0])), active
 
@@ -87,26 +79,19 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     table = pd.DataFrame([train_and_evaluate(name, MODELS[name], args) for name in args.models.split(",")])
-    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.machine()})"
-    report = f"""# The model family on static binarized MNIST
-
-- machine: {device}, {torch.get_num_threads()} torch threads;
-  date: {datetime.date.today()}
-- command: `python benchmarks/models.py --data-dir {args.data_dir} --epochs {args.epochs} --ll-limit {args.ll_limit}`
-- budget: {args.epochs} epochs of the 50,000 training images for every model, batch 100, Adam lr 1e-3,
-  objective `elbo`, Bernoulli likelihood; the options of each row are in its last column
-- evaluation: L_1 (the ELBO) on all 10,000 test images; L_5000 (the log-likelihood estimate) and
+    budget = f"""{args.epochs} epochs of the 50,000 training images for every model, batch 100, Adam lr 1e-3,
+  objective `elbo`, Bernoulli likelihood; the options of each row are in its last column"""
+    evaluation = f"""evaluation: L_1 (the ELBO) on all 10,000 test images; L_5000 (the log-likelihood estimate) and
   active units (Cov_x(E_q[z_u]) > 0.01, per latent layer) on a seeded random {args.ll_limit:,} test images;
   nats per image. The autoencoders have no density over x, so no bound: n/a.
-  The conditional VAE needs labels, which static binarized MNIST does not have.
-- seconds / epoch: training steps only, mean over the epochs
-- total wall-clock time of this benchmark: {(time.perf_counter() - start) / 60:.1f} min
-
-{table.to_markdown(index=False)}
-"""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "models.md").write_text(report)
-    print(report)
+  The conditional VAE needs labels, which static binarized MNIST does not have."""
+    notes = [
+        evaluation,
+        "seconds / epoch: training steps only, mean over the epochs",
+        f"total wall-clock time of this benchmark: {(time.perf_counter() - start) / 60:.1f} min",
+    ]
+    title = "The model family on static binarized MNIST"
+    write_report("models.md", header(title, budget=budget, notes=notes, device=args.device), table)
 
 
 if __name__ == "__main__":

@@ -12,26 +12,18 @@ latent (for ``manifold``), evaluates L_1, L_5 and L_50 of the first (for
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import shlex
-import subprocess
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from pyrovae.viz.figures import KINDS
 
-RESULTS = Path(os.path.relpath(Path(__file__).parent / "results"))  # relative: the commands are written out
-FIGURES = RESULTS / "figures"
+from report import RESULTS, header, run, write_report
+
+FIGURES = Path(os.path.relpath(RESULTS / "figures"))  # relative: the commands are written out
 LATENTS = (20, 2)
-
-
-def run(command: list[str]) -> list[str]:
-    subprocess.run(command, check=True)
-    return command
 
 
 def main() -> None:
@@ -43,45 +35,43 @@ def main() -> None:
     runs = {d: Path(args.runs) / f"gallery-d{d}" for d in LATENTS}
     options = ["--dataset", "mnist-5k", "--epochs", str(args.epochs), "--batch-size", "128", "--device", "cpu"]
     options += ["--no-progress", "--force"]
-    train = {d: run(["pyrovae", "train", *options, "--latent-dim", str(d), "--out", str(runs[d])]) for d in LATENTS}
-    evaluate = run(["pyrovae", "evaluate", str(runs[20]), "--k", "1,5,50", "--device", "cpu"])
+    train = {d: ["pyrovae", "train", *options, "--latent-dim", str(d), "--out", str(runs[d])] for d in LATENTS}
+    evaluate = ["pyrovae", "evaluate", str(runs[20]), "--k", "1,5,50", "--device", "cpu"]
     plots = [(kind, runs[2 if kind == "manifold" else 20], f"{kind}.png") for kind in KINDS]
     plots.append(("latent-map", runs[2], "latent-map-2d.png"))
     commands = [
-        run(["pyrovae", "plot", str(out), "--kind", kind, "--device", "cpu", "--out", str(FIGURES / name)])
+        ["pyrovae", "plot", str(out), "--kind", kind, "--device", "cpu", "--out", str(FIGURES / name)]
         for kind, out, name in plots
     ]
+    for command in [*train.values(), evaluate, *commands]:
+        run(command)
     final = {d: pd.read_csv(out / "metrics.csv").iloc[-1] for d, out in runs.items()}
-    lines = "\n".join(
-        f"| `{kind}` | [{name}](figures/{name}) | `{shlex.join(c)}` |"
-        for (kind, _, name), c in zip(plots, commands, strict=True)
+    figures = pd.DataFrame(
+        [
+            {"kind": f"`{kind}`", "figure": f"[{name}](figures/{name})", "command": f"`{shlex.join(command)}`"}
+            for (kind, _, name), command in zip(plots, commands, strict=True)
+        ]
     )
     trained = "\n".join(
         f"- D = {d}: `{shlex.join(train[d])}`: test ELBO {final[d]['test_elbo']:.2f} nats, "
         f"{int(final[d]['active_units'])} of {d} units active, {final[d]['seconds']:.1f} s in the last epoch"
         for d in LATENTS
     )
-    report = f"""# Example figures of every `pyrovae plot` kind (mnist-5k)
-
-- machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, CPU only,
-  shared with other jobs
-- date: {datetime.date.today()}
-- command: `python benchmarks/plot_gallery.py --epochs {args.epochs}`
-- budget: two runs of {args.epochs} epochs x 4,500 `mnist-5k` training digits, batch 128, Adam 1e-3,
-  784-400-400-D ReLU MLPs; every figure uses the 500 test digits
-
-Runs:
-
-{trained}
-
-Bounds of the D = 20 run (for `curves`): `{shlex.join(evaluate)}`
-
-| kind | figure | command |
-| --- | --- | --- |
-{lines}
-"""
-    (RESULTS / "figures.md").write_text(report)
-    print(report)
+    budget = f"""two runs of {args.epochs} epochs x 4,500 `mnist-5k` training digits, batch 128, Adam 1e-3,
+  784-400-400-D ReLU MLPs; every figure uses the 500 test digits"""
+    write_report(
+        "figures.md",
+        header(
+            "Example figures of every `pyrovae plot` kind (mnist-5k)",
+            budget=budget,
+            notes=["the machine is shared with other jobs"],
+            device="cpu",
+        ),
+        "Runs:",
+        trained,
+        f"Bounds of the D = 20 run (for `curves`): `{shlex.join(evaluate)}`",
+        figures,
+    )
 
 
 if __name__ == "__main__":

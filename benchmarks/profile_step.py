@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import datetime
-import platform
 import pstats
 import time
 from collections import defaultdict
-from pathlib import Path
 
+import pandas as pd
 import pyro
 import torch
 
 from pyrovae.cli import keep_freed_memory
 from pyrovae.inference import TrainConfig, Trainer
 
+from report import header, write_report
 from speed import TRAINING, _plain_loss, _setup
 
 
@@ -88,27 +87,25 @@ def main() -> None:
         groups[group(file, function)] += tottime
     total = sum(groups.values())
     per_step = total / args.steps * 1e3
-    rows = "\n".join(
-        f"| {name} | {seconds / args.steps * 1e3:.2f} | {100 * seconds / total:.1f} |"
-        for name, seconds in sorted(groups.items(), key=lambda kv: -kv[1])
+    table = pd.DataFrame(
+        [
+            {"part of the step": name, "ms per step": seconds / args.steps * 1e3, "share %": 100 * seconds / total}
+            for name, seconds in sorted(groups.items(), key=lambda kv: -kv[1])
+        ]
+    ).round({"ms per step": 2, "share %": 1})
+    pyrovae_ms, plain_ms = milliseconds["pyrovae"], milliseconds["plain"]
+    unprofiled = f"""unprofiled: pyrovae {pyrovae_ms:.2f} ms per step, plain PyTorch {plain_ms:.2f} ms;
+  profiled pyrovae step {per_step:.2f} ms (cProfile tottime by where the code lives)"""
+    write_report(
+        f"profile_step_{args.objective.replace(' ', '_').replace('=', '')}.md",
+        header(
+            f"Where a pyrovae training step's time goes ({args.objective})",
+            budget=f"784-400-400-50 ReLU, batch 100, static binarized MNIST; {args.steps} steps after 20 warm-up steps",
+            notes=[unprofiled],
+            device="cpu",
+        ),
+        table,
     )
-    report = f"""# Where a pyrovae training step's time goes ({args.objective})
-
-- machine: {platform.machine()} CPU, {args.threads} torch threads, torch {torch.__version__}
-- date: {datetime.date.today()}
-- command: `python benchmarks/profile_step.py --data-dir {args.data_dir} --objective {args.objective} \
---threads {args.threads} --steps {args.steps}`
-- 784-400-400-50 ReLU, batch 100, static binarized MNIST; {args.steps} steps after 20 warm-up steps
-- unprofiled: pyrovae {milliseconds["pyrovae"]:.2f} ms per step, plain PyTorch {milliseconds["plain"]:.2f} ms;
-  profiled pyrovae step {per_step:.2f} ms (cProfile tottime by where the code lives)
-
-| part of the step | ms per step | share % |
-| --- | ---: | ---: |
-{rows}
-"""
-    out = Path(__file__).parent / "results" / f"profile_step_{args.objective.replace(' ', '_').replace('=', '')}.md"
-    out.write_text(report)
-    print(report)
 
 
 if __name__ == "__main__":

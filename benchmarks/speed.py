@@ -25,16 +25,12 @@ Writes ``benchmarks/results/speed.md``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -42,7 +38,8 @@ import torch.nn.functional as F
 
 from pyrovae.families.bernoulli import Bernoulli
 
-RESULTS = Path(__file__).parent / "results"
+from report import header, run, write_report
+
 TRAINING = {"elbo": ("elbo", 1), "mf-elbo": ("mf-elbo", 1), "iwae k=5": ("iwae", 5), "iwae k=50": ("iwae", 50)}
 # plain: torch.optim.Adam's defaults, binary_cross_entropy_with_logits, the process as Python starts it;
 # plain tuned: Adam(fused=True), pyrovae's vectorized Bernoulli log-density and its malloc settings
@@ -199,7 +196,7 @@ def spawn(args: argparse.Namespace, spec: str, batch_size: int = 100) -> dict:
                "--plain-ll-images": args.plain_ll_images,
                "--per-datapoint-images": args.per_datapoint_images}  # fmt: skip
     command = [sys.executable, __file__, "--child", spec, *(str(v) for kv in options.items() for v in kv)]
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    out = run(command, capture=True, echo=False)
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -231,7 +228,7 @@ def startup_seconds() -> float:
     times = []
     for _ in range(5):
         start = time.perf_counter()
-        subprocess.run(["pyrovae", "--help"], check=True, capture_output=True)
+        run(["pyrovae", "--help"], capture=True, echo=False)
         times.append(time.perf_counter() - start)
     return min(times)
 
@@ -261,43 +258,32 @@ def main() -> None:
           "images/s": r["images"] / r["seconds"], "mean log p(x) estimate": r["log_likelihood"],
           memory: r["peak_gpu_mb" if args.device == "cuda" else "peak_rss_mb"]} for impl, r in ll.items()]
     ).round(2)  # fmt: skip
-    device = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.machine()} CPU"
-    report = f"""# Speed: pyrovae against plain PyTorch
-
-- machine: {device}, {torch.get_num_threads()} torch threads, device `{args.device}`, torch {torch.__version__}
-- date: {datetime.date.today()}
-- command: `python benchmarks/speed.py --data-dir {args.data_dir} --device {args.device} --batch-sizes \
-{args.batch_sizes} --epochs {args.epochs} --train-images {args.train_images} --repeats {args.repeats} \
---ll-images {args.ll_images} --plain-ll-images {args.plain_ll_images} \
---per-datapoint-images {args.per_datapoint_images}`
-- architecture: 784-400-400-50 ReLU MLPs, Bernoulli decoder, Adam lr 1e-3, static binarized MNIST on the device
-- training: `pyrovae train`'s epoch loop (with the malloc settings the `pyrovae` command makes) against a
+    budget = f"""training: {args.train_images:,} training images, batch sizes {args.batch_sizes},
+  {args.epochs} epochs per process of which the first is a warm-up, {args.repeats} interleaved rounds;
+  log p(x): {args.ll_images:,} test images (pyrovae), {args.plain_ll_images:,} (plain), {args.per_datapoint_images:,}
+  (per-datapoint)"""
+    notes = [
+        "architecture: 784-400-400-50 ReLU MLPs, Bernoulli decoder, Adam lr 1e-3, static binarized MNIST on the device",
+        """training: `pyrovae train`'s epoch loop (with the malloc settings the `pyrovae` command makes) against a
   plain PyTorch epoch: *plain* uses `torch.optim.Adam`'s defaults in a process as Python starts it; *plain
   tuned* uses `Adam(fused=True)`, pyrovae's vectorized Bernoulli log-density and its malloc settings, the
-  fastest plain loop we know how to write (so that *ratio to plain tuned* is the cost of Pyro itself).
-  {args.train_images:,} training images, {args.epochs} epochs per process of which the first is a warm-up;
-  median examples/s over {args.repeats} interleaved rounds, one process each
-
-## Training throughput
-
-{pd.DataFrame(rows).round(2).to_markdown(index=False)}
-
-## log p(x) with k = 5000 (untrained networks; the same estimator, on a seeded random subset of the test set)
-
-pyrovae: `log_likelihood` on batches of 100 with its automatic chunks, on {args.ll_images:,} test images;
-plain: the same chunks, on the first {args.plain_ll_images:,} of them; per-datapoint: one image at a time,
-1,000 particles per pass, on the first {args.per_datapoint_images:,} (all three with pyrovae's malloc settings).
-Compare images/s.
-
-{ll_table.to_markdown(index=False)}
-
-## Startup
-
-`pyrovae --help`: {startup_seconds():.2f} s (best of 5)
-"""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "speed.md").write_text(report)
-    print(report)
+  fastest plain loop we know how to write (so that *ratio to plain tuned* is the cost of Pyro itself);
+  median examples/s over the rounds, one process each""",
+    ]
+    ll_text = f"""pyrovae: `log_likelihood` on batches of 100 with its automatic chunks,
+on {args.ll_images:,} test images; plain: the same chunks, on the first {args.plain_ll_images:,} of them;
+per-datapoint: one image at a time, 1,000 particles per pass, on the first {args.per_datapoint_images:,}
+(all three with pyrovae's malloc settings). Compare images/s."""
+    write_report(
+        "speed.md",
+        header("Speed: pyrovae against plain PyTorch", budget=budget, notes=notes, device=args.device),
+        "## Training throughput",
+        pd.DataFrame(rows).round(2),
+        "## log p(x) with k = 5000 (untrained networks; the same estimator, on a seeded random subset of the test set)",
+        ll_text,
+        ll_table,
+        f"## Startup\n\n`pyrovae --help`: {startup_seconds():.2f} s (best of 5)",
+    )
 
 
 if __name__ == "__main__":

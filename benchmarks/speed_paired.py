@@ -16,10 +16,7 @@ Writes ``benchmarks/results/speed_paired.md``.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import statistics
-from pathlib import Path
 
 import pandas as pd
 import pyro
@@ -28,9 +25,8 @@ import torch
 from pyrovae.cli import keep_freed_memory
 from pyrovae.inference import TrainConfig, Trainer
 
+from report import header, write_report
 from speed import TRAINING, _plain_epoch, _setup
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def paired_rounds(args: argparse.Namespace, name: str) -> dict[str, list[float]]:
@@ -82,22 +78,16 @@ def main() -> None:
     args.batch_size = 100
     keep_freed_memory()
     rows = [row(name, paired_rounds(args, name)) for name in args.configurations.split(",")]
-    device = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.machine()} CPU"
-    report = f"""# Speed, paired: pyrovae and plain PyTorch epochs in turn, in one process
-
-- machine: {device}, {torch.get_num_threads()} torch threads, device `{args.device}`, torch {torch.__version__}
-- date: {datetime.date.today()}
-- command: `python benchmarks/speed_paired.py --data-dir {args.data_dir} --device {args.device} \
---train-images {args.train_images} --rounds {args.rounds}`
-- the loops of [speed.md](speed.md) (784-400-400-50 ReLU, batch 100, Adam lr 1e-3, static binarized MNIST,
-  {args.train_images:,} training images), one epoch each in turn, {args.rounds} rounds after a warm-up
-  round; the ratio of each round, its median and range over the rounds
-
-{pd.DataFrame(rows).round(1).to_markdown(index=False)}
-"""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "speed_paired.md").write_text(report)
-    print(report)
+    budget = f"""the loops of [speed.md](speed.md) (784-400-400-50 ReLU, batch 100, Adam lr 1e-3,
+  static binarized MNIST, {args.train_images:,} training images), one epoch each in turn, {args.rounds} rounds
+  after a warm-up round; the ratio of each round, its median and range over the rounds"""
+    write_report(
+        "speed_paired.md",
+        header(
+            "Speed, paired: pyrovae and plain PyTorch epochs in turn, in one process", budget=budget, device=args.device
+        ),
+        pd.DataFrame(rows).round(1),
+    )
 
 
 if __name__ == "__main__":
