@@ -107,24 +107,3 @@ class ConvDecoderNet(nn.Module):
         batch = inputs.shape[:-1]
         maps = self.fc(inputs.reshape(-1, inputs.shape[-1])).reshape(-1, *self.grid)  # (N, 64, H/4, W/4)
         return self.deconv(maps).reshape(*batch, -1)
-
-
-def make_net(
-    in_dim: int,
-    out_dim: int,
-    hidden: Sequence[int],
-    activation: str = "relu",
-    *,
-    image_shape: Sequence[int] | None = None,
-    reads_image: bool = False,
-    writes_image: bool = False,
-) -> nn.Module:
-    """A network ``(..., in_dim) -> (..., out_dim)``: convolutional where it reads or writes an image
-    (``image_shape`` given), an MLP otherwise. A writer's ``out_dim`` is a multiple of the image size."""
-    if image_shape is not None and reads_image:
-        pixels = image_shape[0] * image_shape[1] * image_shape[2]
-        return ConvEncoderNet(image_shape, in_dim - pixels, out_dim, hidden, activation)
-    if image_shape is not None and writes_image:
-        pixels = image_shape[0] * image_shape[1] * image_shape[2]
-        return ConvDecoderNet(in_dim, image_shape, out_dim // pixels, hidden, activation)
-    return mlp(in_dim, hidden, out_dim, activation)

@@ -97,7 +97,7 @@ class Decoder(nn.Module):
 
     :param latent_dim: size of the concatenated inputs (z and any conditioning).
     :param out_dim: size of the likelihood's parameters (the data size, twice it
-        for a learned-scale Gaussian). :func:`pyrovae.conv.make_net` gives the
+        for a learned-scale Gaussian). :func:`make_net` gives the
         convolutional alternative.
     :param hidden: widths of the hidden layers.
     :param activation: one of :data:`ACTIVATIONS`.
@@ -112,3 +112,26 @@ class Decoder(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """The likelihood's parameters ``(..., out_dim)`` from the concatenated inputs."""
         return self.net(broadcast_cat(inputs))
+
+
+def make_net(
+    in_dim: int,
+    out_dim: int,
+    hidden: Sequence[int],
+    activation: str = "relu",
+    *,
+    image_shape: Sequence[int] | None = None,
+    reads_image: bool = False,
+    writes_image: bool = False,
+) -> nn.Module:
+    """A network ``(..., in_dim) -> (..., out_dim)``: convolutional where it reads or writes an image
+    (``image_shape`` given), an MLP otherwise. A writer's ``out_dim`` is a multiple of the image size."""
+    from pyrovae.conv import ConvDecoderNet, ConvEncoderNet  # conv's bodies are built on this module's mlp
+
+    if image_shape is not None and reads_image:
+        pixels = image_shape[0] * image_shape[1] * image_shape[2]
+        return ConvEncoderNet(image_shape, in_dim - pixels, out_dim, hidden, activation)
+    if image_shape is not None and writes_image:
+        pixels = image_shape[0] * image_shape[1] * image_shape[2]
+        return ConvDecoderNet(in_dim, image_shape, out_dim // pixels, hidden, activation)
+    return mlp(in_dim, hidden, out_dim, activation)

@@ -41,14 +41,13 @@ from typing import Any
 import torch
 
 from pyrovae import families
-from pyrovae.conv import make_net
 from pyrovae.errors import InputError
 from pyrovae.graph import Node
 from pyrovae.guides import AmortizedGuide
 from pyrovae.guides.delta import Corruption
 from pyrovae.models.latent import LatentModel
 from pyrovae.models.likelihoods import Likelihood, Observation
-from pyrovae.nets import ACTIVATIONS
+from pyrovae.nets import ACTIVATIONS, make_net
 
 try:
     import tomllib

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from pyrovae.conv import ConvDecoderNet, ConvEncoderNet, make_net
+from pyrovae.conv import ConvDecoderNet, ConvEncoderNet
+from pyrovae.nets import make_net
 
 
 def test_encoder_reads_the_image_and_the_conditioning_with_any_leading_dims():

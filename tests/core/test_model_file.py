@@ -15,7 +15,7 @@ from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
 from conftest import SMALL, one_error_line
 
 # Pyro's examples/vae/vae.py, cut down: an nn.Module with model and guide methods, knowing nothing of pyrovae.
-MODULE_VAE = '''
+MODULE_VAE = """
 import pathlib, os
 import pyro, pyro.distributions as dist, torch
 from torch import nn
@@ -45,10 +45,10 @@ class VAE(nn.Module):
 
 def make_vae(data_dim):
     return VAE(data_dim)
-'''
+"""
 
 # Plain functions whose only parameters are pyro.params: they live in the param store.
-FUNCTIONS = '''
+FUNCTIONS = """
 import pyro, pyro.distributions as dist, torch
 from torch.distributions import constraints
 
@@ -67,7 +67,7 @@ def make(data_dim):
             pyro.sample("z", dist.Normal((x - 0.5) @ loc, scale).to_event(1))
 
     return model, guide
-'''
+"""
 
 
 @pytest.fixture

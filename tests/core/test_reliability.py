@@ -1,6 +1,5 @@
 """Run directories that stand on their own, bad data files named, and faults reported in one line."""
 
-import dataclasses
 import json
 import os
 import re
