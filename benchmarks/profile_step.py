@@ -58,7 +58,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     objective, k = TRAINING[args.objective]
     data, model, guide = _setup(args, 2000)
-    trainer = Trainer(model, guide, data, TrainConfig(objective=objective, particles=k), progress=False)
+    trainer = Trainer(
+        model, guide, data, TrainConfig(objective=objective, objective_options={"num_particles": k}), progress=False
+    )
     optimizer = torch.optim.Adam([*model.parameters(), *guide.parameters()], lr=1e-3)
     x = data.split("train")[:100]
 

@@ -96,7 +96,7 @@ def measure_training(args: argparse.Namespace, name: str, implementation: str) -
         keep_freed_memory()  # as the `pyrovae` command does at its start
     data, model, guide = _setup(args, args.train_images)
     if implementation == "pyrovae":
-        config = TrainConfig(batch_size=args.batch_size, objective=objective, particles=k)
+        config = TrainConfig(batch_size=args.batch_size, objective=objective, objective_options={"num_particles": k})
         trainer = Trainer(model, guide, data, config, progress=False)
         seconds = [trainer.train_epoch()["seconds"] for _ in range(args.epochs)]
     else:

@@ -34,8 +34,8 @@ def paired_rounds(args: argparse.Namespace, name: str) -> dict[str, list[float]]
     objective, k = TRAINING[name]
     data, model, guide = _setup(args, args.train_images)
     pyro.clear_param_store()
-    trainer = Trainer(model, guide, data, TrainConfig(batch_size=args.batch_size, objective=objective, particles=k),
-                      progress=False)  # fmt: skip
+    config = TrainConfig(batch_size=args.batch_size, objective=objective, objective_options={"num_particles": k})
+    trainer = Trainer(model, guide, data, config, progress=False)
     _, plain_model, plain_guide = _setup(args, 1)  # fresh networks with the same initial weights
     plain = {
         tuned: torch.optim.Adam([*plain_model.parameters(), *plain_guide.parameters()], lr=1e-3, fused=tuned or None)

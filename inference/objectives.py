@@ -3,75 +3,110 @@
 An objective is any object with ``differentiable_loss(model, guide, *args, **kwargs)``
 (every ``pyro.infer.ELBO``: Pyro's ``Trace_ELBO``, ``TraceEnum_ELBO``, ... and
 pyrovae's); its options (particles, gradient estimator, order) live with it. A name
-in :data:`OBJECTIVES` builds pyrovae's own (:func:`make_objective`).
+in :data:`OBJECTIVES` builds pyrovae's own (:func:`make_objective`) with the options that
+objective declares (its builder's keywords: :func:`objective_options`), checked in one place
+(:func:`check_options`).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from pyro.infer import ELBO
 
-from pyrovae.inference.iwae import IWAE
+from pyrovae.errors import FLOAT32_MAX, FieldError, check_choice, check_float, check_int
+from pyrovae.inference.iwae import GRADIENTS, IWAE
 from pyrovae.inference.renyi import RenyiBound
 from pyrovae.inference.trace_elbo import TraceELBO, TraceMeanFieldELBO
 
-OBJECTIVES = ("elbo", "mf-elbo", "iwae", "renyi")
 
-
-def make_objective(
-    name: str,
-    *,
-    num_particles: int = 1,
-    max_plate_nesting: int = 1,
-    iwae_gradient: str = "standard",
-    alpha: float = 0.5,
-) -> ELBO:
-    """Build the objective ``name`` with vectorized particles.
-
-    :param name: ``"elbo"`` (:class:`~pyrovae.inference.trace_elbo.TraceELBO`, Pyro's
-        ``Trace_ELBO``: Monte-Carlo KL), ``"mf-elbo"`` (:class:`~pyrovae.inference.trace_elbo.TraceMeanFieldELBO`,
-        Pyro's ``TraceMeanField_ELBO``: analytic KL where Pyro knows it), ``"iwae"``
-        (:class:`~pyrovae.inference.iwae.IWAE`, L_k with k = ``num_particles``) or
-        ``"renyi"`` (:class:`~pyrovae.inference.renyi.RenyiBound` of order ``alpha``).
-    :param num_particles: samples of z per datapoint, drawn in one vectorized pass.
-    :param max_plate_nesting: plates in the model (pyrovae models have one, the data plate).
-    :param iwae_gradient: ``"standard"`` or ``"dreg"``, for ``"iwae"``.
-    :param alpha: the Renyi order, for ``"renyi"``.
-    """
-    if num_particles < 1:
-        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-    options = dict(
-        num_particles=num_particles,
-        vectorize_particles=num_particles > 1,
-        max_plate_nesting=max_plate_nesting,
+def _elbo(*, num_particles: int = 1, max_plate_nesting: int = 1) -> ELBO:
+    """Pyro's ``Trace_ELBO`` (Monte-Carlo KL): :class:`~pyrovae.inference.trace_elbo.TraceELBO`."""
+    return TraceELBO(
+        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=max_plate_nesting
     )
-    if name == "elbo":
-        return TraceELBO(**options)
-    if name == "mf-elbo":
-        return TraceMeanFieldELBO(**options)
-    if name == "iwae":
-        return IWAE(num_particles, gradient=iwae_gradient, max_plate_nesting=max_plate_nesting)
-    if name == "renyi":
-        return RenyiBound(alpha, num_particles=num_particles, max_plate_nesting=max_plate_nesting)
-    raise ValueError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")
 
 
-def as_objective(
-    objective: Any, *, num_particles: int = 1, iwae_gradient: str = "standard", alpha: float = 0.5
-) -> ELBO:
-    """``objective`` itself when it has ``differentiable_loss``, else the objective it names, built with these options.
+def _mf_elbo(*, num_particles: int = 1, max_plate_nesting: int = 1) -> ELBO:
+    """Pyro's ``TraceMeanField_ELBO`` (analytic KL where Pyro knows it): :class:`~.trace_elbo.TraceMeanFieldELBO`."""
+    return TraceMeanFieldELBO(
+        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=max_plate_nesting
+    )
+
+
+def _iwae(*, num_particles: int = 1, gradient: str = "standard", max_plate_nesting: int = 1) -> ELBO:
+    """L_k with k = ``num_particles`` and the ``standard`` or ``dreg`` gradient: :class:`~.iwae.IWAE`."""
+    return IWAE(num_particles, gradient=gradient, max_plate_nesting=max_plate_nesting)
+
+
+def _renyi(*, num_particles: int = 1, alpha: float = 0.5, max_plate_nesting: int = 1) -> ELBO:
+    """The Renyi bound of order ``alpha``: :class:`~.renyi.RenyiBound`."""
+    return RenyiBound(alpha, num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+
+
+# Each objective's options are its builder's keywords (max_plate_nesting apart), with their defaults.
+OBJECTIVES: dict[str, Callable[..., ELBO]] = {"elbo": _elbo, "mf-elbo": _mf_elbo, "iwae": _iwae, "renyi": _renyi}
+
+
+def objective_options(name: str) -> dict[str, Any]:
+    """The options of objective ``name`` with their defaults, e.g. ``{"num_particles": 1, "alpha": 0.5}``."""
+    check_choice("objective", name, tuple(OBJECTIVES))
+    parameters = inspect.signature(OBJECTIVES[name]).parameters.values()
+    return {p.name: p.default for p in parameters if p.name != "max_plate_nesting"}
+
+
+def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` of objective ``name`` checked, the defaults of those left out filled in.
+
+    :raises FieldError: (a ``ValueError``) naming an option the objective does not take or a value out of range.
+    """
+    if not isinstance(options, Mapping):
+        raise FieldError("objective_options", f"must be a table of option values, got {options!r}")
+    known = objective_options(name)
+    for key in options:
+        if key not in known:
+            raise FieldError(key, f"is not an option of objective {name} (it takes {', '.join(known)})")
+    options = {**known, **options}
+    check_int("num_particles", options["num_particles"])
+    if "gradient" in options:
+        check_choice("gradient", options["gradient"], GRADIENTS)
+    if "alpha" in options:
+        check_float("alpha", options["alpha"], low=-FLOAT32_MAX)
+        if options["alpha"] == 1:
+            raise FieldError("alpha", "must not be 1 (the Renyi bound of order 1 is the ELBO: use objective elbo)")
+    return options
+
+
+def make_objective(name: str, *, max_plate_nesting: int = 1, **options: Any) -> ELBO:
+    """Build the objective ``name`` of :data:`OBJECTIVES` with its ``options`` (particles vectorized).
+
+    :param name: ``"elbo"`` (Pyro's ``Trace_ELBO``: Monte-Carlo KL), ``"mf-elbo"`` (Pyro's
+        ``TraceMeanField_ELBO``: analytic KL where Pyro knows it), ``"iwae"`` (L_k with
+        k = ``num_particles``) or ``"renyi"`` (the Renyi bound of order ``alpha``).
+    :param max_plate_nesting: plates in the model (pyrovae models have one, the data plate).
+    :param options: the objective's own (:func:`objective_options`): ``num_particles`` (every
+        objective: samples of z per datapoint, drawn in one vectorized pass), ``gradient``
+        (iwae: ``"standard"`` or ``"dreg"``), ``alpha`` (renyi).
+    :raises ValueError: an unknown name, an option the objective does not take, a value out of range.
+    """
+    options = check_options(name, options)
+    return OBJECTIVES[name](max_plate_nesting=max_plate_nesting, **options)
+
+
+def as_objective(objective: Any, options: Mapping[str, Any] | None = None) -> ELBO:
+    """``objective`` itself when it has ``differentiable_loss``, else the objective it names, built with ``options``.
 
     :param objective: an ELBO-like object (``pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)``, ...)
-        or a name in :data:`OBJECTIVES`; the keyword options apply to a name only.
+        or a name in :data:`OBJECTIVES`; ``options`` apply to a name only.
     :raises TypeError: when ``objective`` is neither.
     """
     if isinstance(objective, str):
-        return make_objective(objective, num_particles=num_particles, iwae_gradient=iwae_gradient, alpha=alpha)
+        return make_objective(objective, **(options or {}))
     if not callable(getattr(objective, "differentiable_loss", None)):
         raise TypeError(
             f"objective must be a name in {', '.join(OBJECTIVES)} or have differentiable_loss(model, guide, *args) "

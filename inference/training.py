@@ -25,7 +25,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyro
@@ -36,7 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyrovae.data import Dataset
-from pyrovae.errors import FLOAT32_MAX, FieldError, check_choice, check_float, check_int, check_type, is_out_of_memory
+from pyrovae.errors import FieldError, check_choice, check_float, check_int, check_type, is_out_of_memory
 from pyrovae.inference.annealing import parse_schedule
 from pyrovae.inference.diagnostics import (
     PosteriorCollapseWarning,
@@ -47,13 +47,13 @@ from pyrovae.inference.diagnostics import (
 )
 from pyrovae.inference.evaluation import evaluate_elbo
 from pyrovae.inference.handlers import bind_scales, particle_error, takes_scales, unwrapped
-from pyrovae.inference.iwae import GRADIENTS
 from pyrovae.inference.log_weights import data_plate_name, plate_frame, sample_sites
 from pyrovae.inference.objectives import (
     OBJECTIVES,
     AuxiliaryLoss,
     as_objective,
     check_auxiliary,
+    check_options,
     vectorized_particles,
 )
 from pyrovae.primitives import batch_args
@@ -69,9 +69,9 @@ class TrainConfig:
     batch_size: int = 100  # datapoints per SVI step
     lr: float = 1e-3  # Adam learning rate
     objective: str = "elbo"  # a name in pyrovae.inference.objectives.OBJECTIVES
-    particles: int = 1  # samples of z per datapoint, vectorized (k of iwae and renyi)
-    iwae_gradient: str = "standard"  # standard | dreg: the IWAE gradient estimator
-    alpha: float = 0.5  # order of the Renyi bound (objective renyi)
+    # That objective's options (objective_options(objective)): num_particles (k), gradient (iwae:
+    # standard | dreg), alpha (renyi); those left out take the objective's defaults.
+    objective_options: dict = field(default_factory=dict)
     beta: float = 1.0  # KL weight reached by the annealing schedule (beta-VAE)
     kl_anneal: str = "constant"  # constant | linear:STEPS | cyclical:PERIOD[:RATIO]
     seed: int = 0  # seeds the per-epoch shuffle and binarization
@@ -81,20 +81,18 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Every setting of the right type and in range, else a :class:`~pyrovae.errors.FieldError` naming it."""
-        for name in ("epochs", "batch_size", "particles", "eval_batch_size", "log_every"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
             check_int(name, getattr(self, name))
         check_int("seed", self.seed, low=0, high=2**32 - 1)  # numpy's seeds
         check_float("lr", self.lr, positive=True)
         if self.clip_norm is not None:
             check_float("clip_norm", self.clip_norm, positive=True)
         check_float("beta", self.beta)  # a float32 poutine.scale: 1e300 would be infinite
-        check_float("alpha", self.alpha, low=-FLOAT32_MAX)
-        if self.alpha == 1:
-            raise FieldError(
-                "alpha", "must be finite and not 1 (the Renyi bound of order 1 is the ELBO: use objective elbo)"
-            )
-        check_choice("objective", self.objective, OBJECTIVES)
-        check_choice("iwae_gradient", self.iwae_gradient, GRADIENTS)
+        check_choice("objective", self.objective, tuple(OBJECTIVES))
+        try:
+            check_options(self.objective, self.objective_options)
+        except FieldError as e:
+            raise FieldError(f"objective_options.{e.field}", e.problem) from None
         check_type("kl_anneal", self.kl_anneal, str, "a schedule such as constant, linear:STEPS or cyclical:PERIOD")
         try:
             parse_schedule(self.kl_anneal, self.beta)
@@ -132,9 +130,8 @@ class Trainer:
     itself. With more than one vectorized particle, model and guide must broadcast
     over a leading particle dimension (dim -2).
 
-    :param config: the run's settings; ``config.objective``, ``particles``,
-        ``iwae_gradient`` and ``alpha`` apply only when ``objective`` is ``None`` or a name,
-        ``config.lr`` only to the default optimizer.
+    :param config: the run's settings; ``config.objective_options`` apply only when ``objective``
+        is ``None`` or a name, ``config.lr`` only to the default optimizer.
     :param objective: an object with ``differentiable_loss(model, guide, *args)`` (any
         ``pyro.infer.ELBO``, e.g. ``TraceEnum_ELBO(max_plate_nesting=1)``, with its own
         options) or a name in :data:`~pyrovae.inference.objectives.OBJECTIVES`; ``None``: ``config.objective``.
@@ -175,12 +172,7 @@ class Trainer:
         config = TrainConfig() if config is None else config
         self.model, self.guide, self.data, self.config = model, guide, data, config
         self.progress, self.labels = progress, labels
-        self.objective = as_objective(
-            config.objective if objective is None else objective,
-            num_particles=config.particles,
-            iwae_gradient=config.iwae_gradient,
-            alpha=config.alpha,
-        )
+        self.objective = as_objective(config.objective if objective is None else objective, config.objective_options)
         self.aux = check_auxiliary(aux)
         self._aux_sums: dict[str, torch.Tensor | float] = {}  # each term's sum over the epoch's steps, scaled to N
         self.takes_scales = (takes_scales(model), takes_scales(guide))  # keywords, or the handlers

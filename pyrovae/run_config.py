@@ -26,6 +26,7 @@ from pyrovae.errors import (
     check_type,
     one_line,
 )
+from pyrovae.inference.objectives import objective_options
 from pyrovae.inference.training import TrainConfig
 from pyrovae.model_file import check_same, load_programs
 
@@ -97,12 +98,31 @@ class RunConfig:
         train = d.get("train", {})
         if not isinstance(train, dict):
             raise FieldError("train", f"must be a JSON object of training settings, got {train!r}")
+        train = _objective_options(train)
         _known_keys("train.", train, TrainConfig)
         try:
             train = TrainConfig(**train)
         except FieldError as e:
             raise FieldError(f"train.{e.field}", e.problem) from None
         return cls(**{**d, **sizes, "train": train})
+
+
+# The objective options' command-line names (and their keys in train settings before objective_options).
+FLAT_OPTIONS = {"particles": "num_particles", "iwae_gradient": "gradient", "alpha": "alpha"}
+
+
+def _objective_options(train: dict) -> dict:
+    """Training settings of the layout before objective options (``particles``, ``iwae_gradient``, ``alpha``
+    beside ``objective``) in this one: the options that the run's objective takes, in ``objective_options``."""
+    if not set(FLAT_OPTIONS) & set(train):
+        return train
+    train = dict(train)
+    flat = {FLAT_OPTIONS[k]: train.pop(k) for k in list(train) if k in FLAT_OPTIONS}
+    try:
+        takes = objective_options(train.get("objective", TrainConfig.objective))
+    except FieldError as e:
+        raise FieldError(f"train.{e.field}", e.problem) from None
+    return {**train, "objective_options": {k: v for k, v in flat.items() if k in takes}}
 
 
 def _resolved(d: dict) -> dict:

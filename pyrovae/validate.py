@@ -25,8 +25,9 @@ from pyrovae import model_file, spec
 from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
 from pyrovae.data import LABELLED, require_data_dir
 from pyrovae.errors import FieldError, InputError, check_float, check_int
+from pyrovae.inference.objectives import OBJECTIVES, check_options, objective_options
 from pyrovae.inference.training import TrainConfig
-from pyrovae.run_config import OVERRIDES, RunConfig, check_overrides, model_spec, read_config
+from pyrovae.run_config import FLAT_OPTIONS, OVERRIDES, RunConfig, check_overrides, model_spec, read_config
 from pyrovae.store import check_is_run_dir
 
 MODEL = ("model", "spec", "model_file", "model_digest")  # RunConfig's model fields, set by _model
@@ -60,10 +61,28 @@ def check_train(args: argparse.Namespace, *, given: set[str]) -> RunConfig:
         config = RunConfig(
             **{f.name: options[f.name] for f in fields(RunConfig) if f.name in options and f.name not in MODEL},
             **_model(options, given),
-            train=TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options}),
+            train=TrainConfig(
+                **{f.name: options[f.name] for f in fields(TrainConfig) if f.name in options},
+                objective_options=_objective_flags(args, given),
+            ),
         )
     check_config(config)
     return config
+
+
+def _objective_flags(args: argparse.Namespace, given: set[str]) -> dict:
+    """The objective options given on the command line (``--particles``, ...) by their names; one that the
+    objective does not take is refused, naming the objectives that do."""
+    options = {FLAT_OPTIONS[k]: getattr(args, k) for k in sorted(given & set(FLAT_OPTIONS))}
+    takes = objective_options(args.objective)
+    for flag, name in FLAT_OPTIONS.items():
+        if name in options and name not in takes:
+            users = [o for o in OBJECTIVES if name in objective_options(o)]
+            raise UsageError(
+                f"--{flag.replace('_', '-')} is an option of --objective {' and '.join(users)}, not of "
+                f"{args.objective}; drop it, or choose one of those objectives"
+            )
+    return options
 
 
 def _model(options: dict, given: set[str]) -> dict:
@@ -131,6 +150,9 @@ def _repeats(name: str, args: argparse.Namespace, config: RunConfig, given: set[
     value = getattr(args, name)
     if name in {f.name for f in fields(TrainConfig)}:
         return getattr(config.train, name) == value
+    if name in FLAT_OPTIONS:
+        option = FLAT_OPTIONS[name]
+        return check_options(config.train.objective, config.train.objective_options).get(option) == value
     if name == "model_file":
         return config.model == "file"  # checked against the run's file and digest when the model is built
     if name in ("model", "spec", *OVERRIDES):
@@ -158,7 +180,9 @@ def _as_options() -> Iterator[None]:
     try:
         yield
     except FieldError as e:
-        raise e.renamed("--" + e.field.removeprefix("train.").replace("_", "-")) from None
+        name = e.field.removeprefix("train.")
+        flags = {f"objective_options.{option}": flag for flag, option in FLAT_OPTIONS.items()}
+        raise e.renamed("--" + flags.get(name, name).replace("_", "-")) from None
 
 
 def check_config(config: RunConfig) -> None:
@@ -209,7 +233,7 @@ def _check_objective(config: RunConfig, model: spec.ModelSpec) -> None:
             f"(a {model.guide_family(z).name} guide against a {model.prior_family(z).name} prior): use --objective "
             "elbo or iwae"
         )
-    if config.train.objective == "iwae" and config.train.iwae_gradient == "dreg":
+    if config.train.objective_options.get("gradient") == "dreg":
         stochastic = [z for z in model.latents if not model.guide_family(z).capabilities.reparameterized]
         if stochastic:
             raise UsageError(

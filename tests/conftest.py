@@ -70,6 +70,11 @@ def make_vae(data_dim: int = 12, latent_dim: int = 3, hidden: tuple[int, ...] = 
 SMALL = ["--hidden", "32", "--latent-dim", "3", "--batch-size", "40", "--no-progress"]  # CLI runs in tests
 
 
+def options(name: str, particles: int, gradient: str = "standard") -> dict:
+    """``TrainConfig.objective_options`` of objective ``name``: ``particles`` and, for iwae, ``gradient``."""
+    return {"num_particles": particles, **({"gradient": gradient} if name == "iwae" else {})}
+
+
 def train(amat_dir: Path, out: Path, *extra: str) -> int:
     """``pyrovae train`` of a small VAE on a binarized-MNIST directory, in this process."""
     args = ["train", "--dataset", "binarized-mnist", "--data-dir", str(amat_dir), "--out", str(out)]

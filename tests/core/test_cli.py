@@ -79,7 +79,7 @@ def test_evaluate_limit_uses_a_subset_and_iwae_trains(amat_dir: Path, tmp_path: 
     assert (
         train(amat_dir, out, "--epochs", "1", "--objective", "iwae", "--particles", "4", "--iwae-gradient", "dreg") == 0
     )
-    assert json.loads((out / "config.json").read_text())["train"]["iwae_gradient"] == "dreg"
+    assert json.loads((out / "config.json").read_text())["train"]["objective_options"]["gradient"] == "dreg"
     assert cli.main(["evaluate", str(out), "--k", "1", "--limit", "10"]) == 0
     assert pd.read_csv(out / "bounds.csv")["images"].tolist() == [10]  # the datapoints evaluated, after --limit
 

@@ -49,12 +49,16 @@ def test_configs_without_a_stored_spec_still_load(amat_dir: Path, tmp_path: Path
     old.update(spec=None, latent_dim=3, hidden=[32], activation=None, likelihood=None, guide=None)  # the options
     for key in ("resolved_device", "model_file", "model_digest", "binarize"):
         del old[key]
+    del old["train"]["objective_options"]  # and the objective's options beside it
+    old["train"].update(particles=1, iwae_gradient="standard", alpha=0.5)
     (out / "config.json").write_text(json.dumps(old))
     state = load_checkpoint(out / CHECKPOINT)
     state["config"] = old
     save_checkpoint(out / CHECKPOINT, state)
     assert cli.main(["evaluate", str(out), "--k", "1"]) == 0
     assert resume(out, "--epochs", "2") == 0
+    config = json.loads((out / "config.json").read_text())  # rewritten in this layout, the same run
+    assert config["train"]["objective_options"] == {"num_particles": 1} and config["spec"]["latent"][0]["size"] == 3
 
 
 def test_data_dir_is_stored_absolute_and_the_device_used_is_recorded(amat_dir: Path, tmp_path: Path, monkeypatch):

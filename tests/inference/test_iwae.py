@@ -99,6 +99,8 @@ def test_unknown_gradient_and_alpha_one_are_rejected():
     with pytest.raises(ValueError, match="standard, dreg"):
         IWAE(5, gradient="vimco")
     with pytest.raises(ValueError, match="alpha = 1"):
+        RenyiBound(1.0)
+    with pytest.raises(ValueError, match="alpha must not be 1"):
         make_objective("renyi", alpha=1.0)
 
 

@@ -9,8 +9,9 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from test_trace_elbo import _HostReads
 
 from pyrovae.data import Dataset
+from pyrovae.errors import FieldError
 from pyrovae.inference import IWAE, TrainConfig, Trainer, make_objective
-from pyrovae.inference.objectives import AuxiliaryLoss
+from pyrovae.inference.objectives import AuxiliaryLoss, objective_options
 from pyrovae.inference.training import METRICS, load_params
 
 from conftest import binary_images, make_vae
@@ -59,10 +60,27 @@ def test_pyro_trace_elbo_steps_are_the_default_objective_steps():
 
 
 def test_objective_by_name_takes_the_config_options():
-    config = TrainConfig(objective="elbo", particles=5, iwae_gradient="dreg")
-    trainer = Trainer(*make_vae(data_dim=12), tiny(torch.float32), config, objective="iwae", progress=False)
+    config = TrainConfig(objective="iwae", objective_options={"num_particles": 5, "gradient": "dreg"})
+    trainer = Trainer(*make_vae(data_dim=12), tiny(torch.float32), config, progress=False)
     assert isinstance(trainer.objective, IWAE)
     assert (trainer.objective.num_particles, trainer.objective.gradient) == (5, "dreg")
+
+
+@pytest.mark.parametrize(
+    ("objective", "options", "message"),
+    [
+        ("elbo", {"gradient": "dreg"}, "objective_options.gradient is not an option of objective elbo (it takes "
+         "num_particles)"),
+        ("renyi", {"alpha": 1}, "objective_options.alpha must not be 1 (the Renyi bound of order 1 is the ELBO"),
+        ("iwae", {"num_particles": 0}, "objective_options.num_particles must be a positive integer, got 0"),
+        ("iwae", {"gradient": "reinforce"}, "objective_options.gradient must be one of standard, dreg"),
+    ],
+)  # fmt: skip
+def test_objective_options_are_the_objectives_own(objective: str, options: dict, message: str):
+    with pytest.raises(FieldError) as e:
+        TrainConfig(objective=objective, objective_options=options)
+    assert str(e.value).startswith(message), str(e.value)
+    assert objective_options("renyi") == {"num_particles": 1, "alpha": 0.5}  # the builder's keywords
 
 
 def test_config_defaults_when_omitted():
@@ -71,7 +89,7 @@ def test_config_defaults_when_omitted():
 
 
 @pytest.mark.parametrize(("objective", "message"), [(object(), "objective must be a name in elbo"),
-                                                    ("vi", "unknown objective 'vi'")])  # fmt: skip
+                                                    ("vi", "objective must be one of elbo, mf-elbo, iwae, renyi, got 'vi'")])  # fmt: skip
 def test_an_objective_that_is_not_one_is_refused(objective, message: str):
     with pytest.raises((TypeError, ValueError), match=message):
         Trainer(*make_vae(data_dim=12), tiny(torch.float32), objective=objective, progress=False)
@@ -103,7 +121,7 @@ def test_an_auxiliary_term_adds_its_weighted_value_and_gradient(objective: str):
     model, guide = double_vae()
     aux = AuxiliaryLoss("energy", 0.25, encoder_energy)
     particles = 5 if objective == "iwae" else 1
-    config = TrainConfig(batch_size=16, objective=objective, particles=particles)
+    config = TrainConfig(batch_size=16, objective=objective, objective_options={"num_particles": particles})
     trainer = Trainer(model, guide, data, config, aux=[aux], optimizer=lambda p: torch.optim.SGD(p, lr=1e-3))
     initial = {n: p.detach().clone() for n, p in trainer.params.items()}
     # by hand: the objective on the same draws, plus weight * (N / B) * the term
@@ -170,7 +188,12 @@ def test_an_auxiliary_loss_checks_its_fields(options: dict, message: str):
 
 
 def test_out_of_memory_under_particles_is_not_blamed_on_broadcasting(monkeypatch):
-    trainer = Trainer(*double_vae(), tiny(), TrainConfig(batch_size=16, objective="iwae", particles=5), progress=False)
+    trainer = Trainer(
+        *double_vae(),
+        tiny(),
+        TrainConfig(batch_size=16, objective="iwae", objective_options={"num_particles": 5}),
+        progress=False,
+    )
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")

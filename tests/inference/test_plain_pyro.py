@@ -17,7 +17,7 @@ from pyrovae.inference.handlers import ParticleBroadcastError, takes_scales, wit
 from pyrovae.inference.training import load_params
 from pyrovae.primitives import data_plate, kl_scale
 
-from conftest import binary_images
+from conftest import binary_images, options
 
 D, L, N = 12, 2, 48  # pixels, latent dimensions, training rows
 OBJECTIVES = [("elbo", 1, "standard"), ("mf-elbo", 1, "standard"), ("elbo", 3, "standard"),
@@ -146,7 +146,7 @@ def test_handled_sites_carry_the_scales_masks_and_frames_of_data_plate_and_kl_sc
 def test_plain_model_has_the_loss_and_gradients_of_its_pyrovae_twin(name, particles, gradient, beta):
     x = data().splits["train"][:16]
     decoder, encoder = nets()
-    objective = make_objective(name, num_particles=particles, iwae_gradient=gradient)
+    objective = make_objective(name, **options(name, particles, gradient))
     model, guide = plain_vae(decoder, encoder)
     handled = loss_and_grads(
         objective, with_scales(model, beta=beta, num_data=N), with_scales(guide, beta=beta, num_data=N), x
@@ -160,7 +160,7 @@ def test_plain_model_has_the_loss_and_gradients_of_its_pyrovae_twin(name, partic
 def test_plain_vae_trains_in_the_trainer_as_its_pyrovae_twin(name, particles, gradient, beta):
     dataset, x = data(), data().splits["train"]
     decoder, encoder = nets()
-    config = TrainConfig(batch_size=16, lr=1e-2, objective=name, particles=particles, iwae_gradient=gradient)
+    config = TrainConfig(batch_size=16, lr=1e-2, objective=name, objective_options=options(name, particles, gradient))
     runs, initial = [], None
     for pair in (plain_vae(decoder, encoder), pyrovae_vae(decoder, encoder)):
         trainer = Trainer(*pair, dataset, config, progress=False)
@@ -177,7 +177,7 @@ def test_plain_vae_trains_in_the_trainer_as_its_pyrovae_twin(name, particles, gr
 
 @pytest.mark.parametrize(("name", "particles", "gradient"), [o for o in OBJECTIVES if o[1] in (1, 5)])
 def test_plain_vae_epochs_record_every_metric(name, particles, gradient):
-    config = TrainConfig(batch_size=16, lr=1e-2, objective=name, particles=particles, iwae_gradient=gradient)
+    config = TrainConfig(batch_size=16, lr=1e-2, objective=name, objective_options=options(name, particles, gradient))
     trainer = Trainer(*plain_vae(*nets()), data(), config, progress=False)
     assert trainer.takes_scales == (False, False) and trainer.global_latents == []
     rows = [trainer.train_epoch() for _ in range(2)]
@@ -238,7 +238,13 @@ def test_per_datapoint_bounds_refuse_a_global_latent(plate: str | None):
     for bound in (log_weights, iwae_bound):
         with pytest.raises(ValueError, match=f"site 'mu' {where}"):
             bound(model, guide, x, num_particles=3)
-    trainer = Trainer(model, guide, data(), TrainConfig(batch_size=D, objective="iwae", particles=5), progress=False)
+    trainer = Trainer(
+        model,
+        guide,
+        data(),
+        TrainConfig(batch_size=D, objective="iwae", objective_options={"num_particles": 5}),
+        progress=False,
+    )
     with pytest.raises(ValueError, match=r"site 'mu' .*train this model with the ELBO"):
         trainer.step(x, 1.0)
 
@@ -246,7 +252,9 @@ def test_per_datapoint_bounds_refuse_a_global_latent(plate: str | None):
 @pytest.mark.parametrize(("name", "particles"), [("iwae", 5), ("elbo", 3), ("renyi", 5)])
 def test_a_model_that_cannot_broadcast_over_particles_gets_one_clear_error(name: str, particles: int):
     model, guide = plain_vae(*nets(), flatten=True)
-    trainer = Trainer(model, guide, data(), TrainConfig(objective=name, particles=particles), progress=False)
+    trainer = Trainer(
+        model, guide, data(), TrainConfig(objective=name, objective_options=options(name, particles)), progress=False
+    )
     with pytest.raises(ParticleBroadcastError, match="broadcast over a leading particle dimension at dim -2"):
         trainer.step(data().splits["train"][:16], 1.0)
 
@@ -275,7 +283,7 @@ def test_takes_scales_needs_both_keywords_by_name():
 
 @pytest.mark.parametrize(("name", "particles", "gradient"), OBJECTIVES)
 def test_plain_model_steps_read_nothing_back_to_the_host(monkeypatch, name: str, particles: int, gradient: str):
-    config = TrainConfig(batch_size=16, objective=name, particles=particles, iwae_gradient=gradient)
+    config = TrainConfig(batch_size=16, objective=name, objective_options=options(name, particles, gradient))
     trainer = Trainer(*global_vae(*nets()) if "elbo" in name else plain_vae(*nets()), data(), config, progress=False)
     x = data().splits["train"]
     reads = _HostReads(monkeypatch)

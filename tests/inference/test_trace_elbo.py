@@ -11,7 +11,7 @@ from pyrovae.guides import FullCovarianceEncoder, FullCovarianceGuide
 from pyrovae.inference import TraceELBO, TraceMeanFieldELBO, TrainConfig, Trainer
 from pyrovae.primitives import data_plate
 
-from conftest import binary_images, make_vae
+from conftest import binary_images, make_vae, options
 
 PAIRS = [(TraceELBO, Trace_ELBO), (TraceMeanFieldELBO, TraceMeanField_ELBO)]
 
@@ -114,7 +114,7 @@ def test_training_steps_read_nothing_back_to_the_host(monkeypatch, objective: st
     x = torch.as_tensor(binary_images(40, dim=12), dtype=torch.float32)
     data = Dataset("tiny", {"train": x[:32], "test": x[32:]})
     model, guide = make_vae(data_dim=12)
-    config = TrainConfig(batch_size=8, objective=objective, particles=particles, iwae_gradient=gradient)
+    config = TrainConfig(batch_size=8, objective=objective, objective_options=options(objective, particles, gradient))
     trainer = Trainer(model, guide, data, config, progress=False)
     reads = _HostReads(monkeypatch)
     with pyro.validation_enabled(False):  # as in Trainer.train_epoch

@@ -28,7 +28,7 @@ def make_trainer(data: Dataset, seed: int = 0, latent_dim: int = 2, **options) -
 
 @pytest.mark.parametrize("objective", ["elbo", "mf-elbo"])
 def test_epoch_records_every_metric_and_learns(small_data: Dataset, objective: str):
-    trainer = make_trainer(small_data, objective=objective, particles=3, epochs=8)
+    trainer = make_trainer(small_data, objective=objective, objective_options={"num_particles": 3}, epochs=8)
     rows = [trainer.train_epoch() for _ in range(8)]
     assert [r["epoch"] for r in rows] == list(range(1, 9))
     for r in rows:
@@ -43,7 +43,7 @@ def test_trainer_steps_are_pyro_svi_steps(objective: str, particles: int):
     x = torch.as_tensor(binary_images(64, dim=12), dtype=torch.float64)
     data = Dataset("tiny", {"train": x[:48], "test": x[48:]})
     model, guide = (m.double() for m in make_vae(data_dim=12, latent_dim=2, hidden=(16,)))
-    config = TrainConfig(batch_size=16, lr=1e-2, objective=objective, particles=particles)
+    config = TrainConfig(batch_size=16, lr=1e-2, objective=objective, objective_options={"num_particles": particles})
     trainer = Trainer(model, guide, data, config, progress=False)
     initial = {name: p.detach().clone() for name, p in trainer.params.items()}
     pyro.set_rng_seed(1)
@@ -231,7 +231,7 @@ def test_resumed_trainer_uses_its_own_learning_rate(small_data):
         ({"epochs": 2.0}, "epochs must be an integer, got 2.0"),
         ({"seed": 2**32}, "seed must be in 0 .. 4294967295"),
         ({"beta": 1e39}, "beta must be a finite number that float32 can hold"),
-        ({"alpha": 1.0}, "alpha must be finite and not 1"),
+        ({"objective": "renyi", "objective_options": {"alpha": 1.0}}, "objective_options.alpha must not be 1"),
         ({"objective": "ewae"}, "objective must be one of elbo, mf-elbo, iwae, renyi, got 'ewae'"),
         ({"kl_anneal": "linear:0"}, "kl_anneal linear:0: STEPS must be a positive integer"),
     ],

@@ -93,7 +93,7 @@ def test_trains_with_every_objective_and_gives_log_weights_and_bounds(
         model,
         guide,
         data,
-        TrainConfig(batch_size=20, objective=objective, particles=2),
+        TrainConfig(batch_size=20, objective=objective, objective_options={"num_particles": 2}),
         progress=False,
         labels=bool(model.inputs),
     )
