@@ -1,12 +1,13 @@
 """The README's examples run as written, in order (with one epoch instead of several)."""
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
 import torch
 
-from pyrovae import spec
+from pyrovae import cli, spec
 from pyrovae.inference import iwae_bound
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
@@ -65,3 +66,14 @@ def test_readme_joint_model_of_image_and_label_builds():
     model, guide = spec.build(spec.tomllib.loads(text), data_dim=784)
     x, y = torch.bernoulli(torch.full((3, 784), 0.3)), torch.tensor([1, 2, 9])
     assert model.observed == {"y": 10} and iwae_bound(model, guide, x, y, num_particles=4).shape == (3,)
+
+
+def test_readme_model_file_route_runs_as_written(tmp_path: Path, monkeypatch, capsys):
+    (file,) = re.findall(r"```py\n(# my_vae.py.*?)```", README, flags=re.S)
+    (commands,) = [b for b in re.findall(r"```bash\n(.*?)```", README, flags=re.S) if "runs/mine" in b]
+    (tmp_path / "my_vae.py").write_text(file)
+    monkeypatch.chdir(tmp_path)
+    for line in commands.strip().splitlines():
+        argv = shlex.split(line.replace("--epochs 20", "--epochs 1").replace("1,50,5000", "1,5"))
+        assert argv[0] == "pyrovae" and cli.main([*argv[1:], *(["--no-progress"] if argv[1] == "train" else [])]) == 0
+    assert {"samples.png", "latent-map.png", "bounds.csv"} <= {p.name for p in (tmp_path / "runs/mine").iterdir()}
