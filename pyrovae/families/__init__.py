@@ -61,6 +61,7 @@ from pyrovae.families import (  # noqa: E402, F401
     poisson,
     student_t,
     vamp,
+    zero_inflated_poisson,
 )
 
 __all__ = [

@@ -32,6 +32,7 @@ FAMILIES = {  # id -> (prior, encoder extras, likelihood)
     "iaf-guide": ('"normal"', ', family = "iaf", flows = 2', "bernoulli"),
     "poisson": ('"normal"', "", "poisson"),
     "negative-binomial": ('"normal"', "", "negative-binomial"),
+    "zero-inflated-poisson": ('"normal"', "", "zero-inflated-poisson"),
 }
 
 
