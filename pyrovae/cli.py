@@ -249,6 +249,16 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
     plot.add_argument(
         "--site", default=None, help="the latent to draw, for a model with several (e.g. z1 or z2 of an hvae)"
     )
+    plot.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        metavar="Y",
+        help="a label-conditioned model (cvae): decode every figure with class Y, the encoder reading each test "
+        "image with its own label; latent-map and kl-per-dim keep only the test images of class Y (default: "
+        "samples one row per class, manifold one panel per class, interpolate pairs of one class decoded with "
+        "their class, arithmetic each mean with its class and a - b + c with a, the rest each image's own label)",
+    )
     plot.add_argument("--temperature", type=float, default=1.0, help="samples: prior spread scale")
     plot.add_argument(
         "--classes",
@@ -333,7 +343,12 @@ def _plot(args: argparse.Namespace) -> None:
     check_plot(args)
     triples = {"triples": tuple(args.classes)} if args.classes else {}
     options = PlotOptions(
-        temperature=args.temperature, device=args.device, site=args.site, model_file=args.model_file, **triples
+        temperature=args.temperature,
+        device=args.device,
+        site=args.site,
+        label=args.label,
+        model_file=args.model_file,
+        **triples,
     )
     print(plot_run(args.run_dir, args.kind, out=args.out, options=options))
 

@@ -40,6 +40,7 @@ from pyrovae.store import (
     write_kl_per_dim,
     write_metrics,
 )
+from pyrovae.validate import check_label
 from pyrovae.viz.latent_space import decoded_mean
 from pyrovae.viz.plots import save_grid, save_reconstructions, save_samples
 
@@ -251,13 +252,10 @@ def sample_inputs(
     model: nn.Module, label: int | None, *, n: int = 64, device: torch.device
 ) -> tuple[torch.Tensor, ...]:
     """Labels to generate with: ``n`` copies of ``label``, or 8 of every class (one class per row of the grid)."""
+    check_label(model.inputs, label)
     if not model.inputs:
-        if label is not None:
-            raise ValueError("--label applies to label-conditioned models (e.g. --model cvae); this run has no labels")
         return ()
     (classes,) = model.inputs.values()
     if label is None:
         return (torch.arange(classes, device=device).repeat_interleave(8),)
-    if not 0 <= label < classes:
-        raise ValueError(f"--label must be a class in 0..{classes - 1}, got {label}")
     return (torch.full((n,), label, dtype=torch.long, device=device),)

@@ -14,7 +14,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -38,8 +38,25 @@ SCALE_RANGE = (math.sqrt(torch.finfo(torch.float32).tiny), math.sqrt(torch.finfo
 CLASSES = 10  # the classes of every labelled data set (digits, or the ten kinds of clothing)
 
 
+CURVES_LABEL = "--kind curves draws the training curves, which no label conditions; drop --label"
+
+
 class UsageError(InputError):
     """The user's input cannot work; the message names the problem and the fix."""
+
+
+def check_label(inputs: Mapping[str, int] | Sequence[tuple[str, int]], label: int | None) -> None:
+    """``--label``: a class of the model's label input (``inputs``: its name and number of classes), if given."""
+    if label is None:
+        return
+    inputs = dict(inputs)
+    if not inputs:
+        raise UsageError(
+            f"--label {label}: this model has no label input (a label-conditioned model such as --model cvae has one)"
+        )
+    ((name, classes),) = inputs.items()
+    if not 0 <= label < classes:
+        raise UsageError(f"--label must be a class of {name} in 0..{classes - 1}, got {label}")
 
 
 def check_train(args: argparse.Namespace, *, given: set[str]) -> RunConfig:
@@ -265,17 +282,12 @@ def check_sample(args: argparse.Namespace) -> None:
     _positive_int(n=args.n)
     _check_png_out(args.out)
     _, model = _run_config_and_model(Path(args.run_dir))
-    if model is None or args.label is None:
-        return
-    if not model.inputs:
-        raise UsageError("--label applies to label-conditioned models (e.g. --model cvae); this run has no labels")
-    ((_, classes),) = model.inputs
-    if not 0 <= args.label < classes:
-        raise UsageError(f"--label must be a class in 0..{classes - 1}, got {args.label}")
+    if model is not None:
+        check_label(model.inputs, args.label)
 
 
 def check_plot(args: argparse.Namespace) -> None:
-    """``pyrovae plot``: the run directory, the device, ``--temperature`` and the figure's path."""
+    """``pyrovae plot``: the run directory, the device, ``--temperature``, ``--label`` and the figure's path."""
     check_run_dir(args.run_dir)
     check_device(args.device)
     _positive_float(temperature=args.temperature)
@@ -283,8 +295,10 @@ def check_plot(args: argparse.Namespace) -> None:
     for triple in args.classes or ():
         if not all(0 <= c < CLASSES for c in triple):
             raise UsageError(f"--classes {','.join(map(str, triple))}: classes are 0..{CLASSES - 1}")
+    if args.kind == "curves" and args.label is not None:
+        raise UsageError(CURVES_LABEL)
     if args.kind != "curves":
-        _check_plottable(Path(args.run_dir), args.kind, args.site)
+        _check_plottable(Path(args.run_dir), args.kind, args.site, args.label)
 
 
 def _run_config_and_model(run_dir: Path) -> tuple[RunConfig | None, spec.ModelSpec | None]:
@@ -300,17 +314,13 @@ def _run_config_and_model(run_dir: Path) -> tuple[RunConfig | None, spec.ModelSp
         return None, None
 
 
-def _check_plottable(run_dir: Path, kind: str, site: str | None = None) -> None:
-    """The figures other than ``curves`` read one latent layer of a model without label inputs (``site``,
-    or the only one); some need more of it."""
+def _check_plottable(run_dir: Path, kind: str, site: str | None = None, label: int | None = None) -> None:
+    """The figures other than ``curves`` read one latent layer (``site``, or the only one), decoded with class
+    ``label`` of the model's label input where given; some need more of the latent."""
     config, model = _run_config_and_model(run_dir)
     if model is None:
         return
-    if model.inputs:
-        raise UsageError(
-            f"--kind {kind} draws models without a label input; for this run use pyrovae sample (with --label "
-            "for a cvae) or --kind curves"
-        )
+    check_label(model.inputs, label)
     names = [z.name for z in model.latents]
     if site is None and len(names) > 1:
         raise UsageError(f"--kind {kind}: this model has the latents {', '.join(names)}; choose one with --site")
@@ -324,10 +334,11 @@ def _check_plottable(run_dir: Path, kind: str, site: str | None = None) -> None:
         )
     if kind == "manifold" and z.size != 2:
         raise UsageError(f"--kind manifold needs a 2-D latent, {z.name} has D = {z.size}; train with --latent-dim 2")
-    if kind == "manifold" and z.prior.given:
+    latent_parents = [p for p in z.prior.given if p not in dict(model.inputs)]  # a label is fixed per panel
+    if kind == "manifold" and latent_parents:
         raise UsageError(
-            f"--kind manifold spans the quantiles of a prior without parents, and {z.name}'s reads "
-            f"{', '.join(z.prior.given)}; choose another --site"
+            f"--kind manifold spans the quantiles of a prior without latent parents, and {z.name}'s reads "
+            f"{', '.join(latent_parents)}; choose another --site"
         )
     if kind in ("traverse", "kl-per-dim") and not model.kl_per_dim(z):
         if model.deterministic:

@@ -13,7 +13,7 @@ Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted Autoencoders", ICLR 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -21,12 +21,11 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from pyro import poutine
 from torchvision.utils import make_grid, save_image
 
 from pyrovae.checkpoint import atomic_write
 from pyrovae.inference.diagnostics import ACTIVE_THRESHOLD
-from pyrovae.viz.latent_space import FIGURE_SEED, decode, decoded_mean
+from pyrovae.viz.latent_space import FIGURE_SEED, Inputs, decoded_mean, reconstruct, tempered_samples
 
 BOUND_COLOURS = ("C5", "C6", "C8", "C9")  # L_k lines: colours no other curve of the figure uses
 DPI = 120  # with sizes in multiples of 1/4 inch, PNG sizes are whole pixels (30 px per 1/4 inch)
@@ -100,31 +99,71 @@ def show_grid(ax: Axes, images: torch.Tensor, image_shape: tuple[int, ...], nrow
     ax.set_axis_off()
 
 
+def label_rows(ax: Axes, image_shape: tuple[int, ...], names: Sequence[str]) -> None:
+    """Name the rows of a grid that :func:`show_grid` drew on ``ax`` (e.g. ``y = 3``), a tick each."""
+    cell = image_shape[-1] + 2  # 2 px padding
+    ax.set_axis_on()
+    ax.set_xticks([])
+    ax.set_yticks([cell * i + cell / 2 for i in range(len(names))], names)
+    ax.tick_params(length=0)
+
+
+def titled(title: str, note: str = "") -> str:
+    """A figure's ``title``, and ``note`` (e.g. the label it decodes with) on a line of its own."""
+    return f"{title}\n{note}" if note else title
+
+
 def samples_figure(
-    model: Callable, image_shape: tuple[int, ...], *, n: int = 64, temperature: float = 1.0, site: str = "z"
+    model: Callable,
+    image_shape: tuple[int, ...],
+    *,
+    n: int = 64,
+    temperature: float = 1.0,
+    site: str = "z",
+    inputs: Inputs = (),
+    note: str = "",
+    row_names: Sequence[str] = (),
 ) -> Figure:
-    """Decoded means of ``n`` prior samples at ``temperature``: z = mean + T (z_prior - mean)."""
-    if temperature <= 0:
-        raise ValueError(f"--temperature must be > 0, got {temperature}")
-    with torch.random.fork_rng():
-        torch.manual_seed(FIGURE_SEED)
-        prior = poutine.trace(model).get_trace(None, batch_size=n).nodes[site]
-        mean = prior["fn"].mean
-        images = decode(model, mean + temperature * (prior["value"] - mean), site=site)
-    fig = new_figure(5, 5.25)
-    show_grid(fig.add_subplot(), images, image_shape, 8, f"Decoded prior samples, temperature T = {temperature:g}")
+    """Decoded means of ``n`` prior samples at ``temperature``, 8 a row: z = mean + T (z_prior - mean).
+
+    :param inputs: a conditional model's inputs, one per sample (e.g. labels y; their length is then ``n``).
+    :param note: a line under the title (what the samples are conditioned on).
+    :param row_names: a name for each row, e.g. the class it decodes (none: no row ticks).
+    """
+    images = tempered_samples(model, n, temperature=temperature, site=site, inputs=inputs)
+    fig = new_figure(5, 0.25 + 0.625 * math.ceil(images.shape[0] / 8))  # 8 rows: 5.25 in
+    ax = fig.add_subplot()
+    show_grid(ax, images, image_shape, 8, titled(f"Decoded prior samples, temperature T = {temperature:g}", note))
+    if row_names:
+        label_rows(ax, image_shape, row_names)
     return fig
 
 
-def reconstructions_figure(model: Callable, guide: Callable, x: torch.Tensor, image_shape: tuple[int, ...]) -> Figure:
-    """Test images ``x`` (64 of them) beside their reconstructions E[x | z], z ~ q(z | x)."""
+def reconstructions_figure(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    image_shape: tuple[int, ...],
+    *,
+    given: Inputs = (),
+    inputs: Inputs | None = None,
+    title: str = "Reconstructions E[x | z], z ~ q(z | x)",
+    note: str = "",
+) -> Figure:
+    """Test images ``x`` (64 of them) beside their reconstructions E[x | z], z ~ q(z | x).
+
+    :param given: the labels the guide reads with ``x`` (a cvae's y, each image's own).
+    :param inputs: a conditional model's inputs to decode with instead of ``given`` (a cvae's y = C).
+    :param title: the reconstructions' title; ``note``: a line under it (what they are decoded with).
+    """
     with torch.random.fork_rng():
         torch.manual_seed(FIGURE_SEED)
-        recon = decoded_mean(model, x, guide=guide)
-    fig = new_figure(9.5, 5.25)
+        recon = reconstruct(model, guide, (x, *given), inputs=inputs)
+    fig = new_figure(9.5, 5.25 + (0.25 if note else 0))
     data_ax, recon_ax = fig.subplots(1, 2)
-    show_grid(data_ax, x, image_shape, 8, "Test images x")
-    show_grid(recon_ax, recon, image_shape, 8, "Reconstructions E[x | z], z ~ q(z | x)")
+    blank = " " if note else ""  # a second title line on both sides: the two grids stay level
+    show_grid(data_ax, x, image_shape, 8, titled("Test images x", blank))
+    show_grid(recon_ax, recon, image_shape, 8, titled(title, note))
     return fig
 
 
@@ -214,13 +253,14 @@ def _legend_above(ax: Axes, handles: list) -> None:
     )
 
 
-def kl_per_dim_figure(kl: torch.Tensor, activity: torch.Tensor, *, site: str = "z") -> Figure:
+def kl_per_dim_figure(kl: torch.Tensor, activity: torch.Tensor, *, site: str = "z", split: str = "test set") -> Figure:
     """Average KL per latent dimension, sorted, beside each dimension's activity Cov_x(E_q[z[u]]).
 
     Dimensions are numbered from 0, z[0], z[1], ..., as in ``kl_per_dim.csv`` and every other figure.
 
     :param kl: ``(D,)`` KL per dimension (:func:`pyrovae.inference.diagnostics.kl_per_dim`).
     :param activity: ``(D,)`` activity (:func:`pyrovae.inference.diagnostics.unit_activity`).
+    :param split: the images they are measured on, for the title (e.g. ``test images with y = 3``).
     """
     order = kl.argsort(descending=True)
     active = activity[order] > ACTIVE_THRESHOLD
@@ -240,5 +280,5 @@ def kl_per_dim_figure(kl: torch.Tensor, activity: torch.Tensor, *, site: str = "
     for ax in (kl_ax, activity_ax):
         ax.set_xticks(range(len(order)), names, fontsize="small")
         ax.set_xlabel(f"latent dimension u of {site}[u] (from 0), by decreasing KL")
-    fig.suptitle("Posterior usage per latent dimension (test set)")
+    fig.suptitle(f"Posterior usage per latent dimension ({split})")
     return fig

@@ -90,12 +90,14 @@ def test_cli_model_choices_are_the_library_s():
     assert cli.choices("train")["model"] == spec.BUILTIN and cli.choices("train")["likelihood"] == LIKELIHOODS
 
 
-def test_latent_figures_of_a_conditional_model_are_refused_in_one_line(mnist_dir: Path, tmp_path: Path, capsys):
+def test_latent_figures_of_a_conditional_model_draw_with_or_without_label(mnist_dir: Path, tmp_path: Path, capsys):
     out = tmp_path / "cvae"
     data = ["--dataset", "mnist", "--data-dir", str(mnist_dir)]
     assert cli.main(["train", "--model", "cvae", "--out", str(out), *data, *SMALL, "--latent-dim", "2"]) == 0
+    assert cli.main(["plot", str(out), "--kind", "latent-map"]) == 0
+    assert cli.main(["plot", str(out), "--kind", "manifold", "--label", "4"]) == 0
     capsys.readouterr()
-    assert cli.main(["plot", str(out), "--kind", "latent-map"]) == 2
+    assert cli.main(["plot", str(out), "--kind", "latent-map", "--label", "10"]) == 2
     err = capsys.readouterr().err
-    assert "--label" in err and err.count("\n") == 1
+    assert "--label must be a class of y in 0..9" in err and err.count("\n") == 1
     assert cli.main(["plot", str(out), "--kind", "curves"]) == 0
