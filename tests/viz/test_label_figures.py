@@ -88,7 +88,7 @@ def test_the_label_changes_what_is_decoded(cvae_run: Path, tmp_path: Path, kind:
 
 def test_a_cvae_figure_without_label_draws_one_row_or_panel_per_class(cvae_run: Path):
     options = figures.PlotOptions(device="cpu")
-    t = figures._test_set(cvae_run, "cpu")
+    t = figures._test_set(cvae_run, figures.PlotOptions(device="cpu"))
     (ax,) = figures.DRAW["samples"](t, options).axes
     assert [tick.get_text() for tick in ax.get_yticklabels()] == [f"y = {c}" for c in range(10)]
     panels = figures.DRAW["manifold"](t, options).axes
@@ -121,7 +121,7 @@ def test_the_encoder_reads_each_image_with_its_own_label_and_the_decoder_the_cho
 
 
 def test_a_cvae_latent_map_encodes_with_the_true_labels_and_colours_by_them(cvae_run: Path):
-    t = figures._test_set(cvae_run, "cpu")
+    t = figures._test_set(cvae_run, figures.PlotOptions(device="cpu"))
     assert len(t.given) == 1 and torch.equal(t.given[0], t.labels)
     (ax,) = figures.DRAW["latent-map"](t, figures.PlotOptions()).axes
     assert [text.get_text() for text in ax.get_legend().get_texts()] == [str(c) for c in range(10)]
@@ -162,7 +162,7 @@ def test_a_prior_given_the_label_has_a_manifold_per_class(labelled: list[str], t
     out = tmp_path / "run"
     assert cli.main(["train", "--spec", str(path), "--out", str(out), *labelled]) == 0
     assert cli.main(["plot", str(out), "--kind", "manifold", "--label", "2", "--device", "cpu"]) == 0
-    t = figures._test_set(out, "cpu")
+    t = figures._test_set(out, figures.PlotOptions(device="cpu"))
     panels = figures.DRAW["manifold"](t, figures.PlotOptions()).axes
     ticks = [tuple(tick.get_text() for tick in ax.get_xticklabels()) for ax in panels]
     assert len(panels) == 10 and len(set(ticks)) > 1  # each class's own prior p(z | y)
