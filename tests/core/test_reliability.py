@@ -35,7 +35,7 @@ def test_config_json_rebuilds_the_model_after_the_builtin_spec_changes(amat_dir:
     assert config["spec"]["latent"][0]["size"] == 20 and "hidden" not in config
     changed = tmp_path / "vae.toml"  # models/specs/vae.toml as a later version might have it
     changed.write_text(spec.builtin_path("vae").read_text().replace("size = 20", "size = 5"))
-    monkeypatch.setattr(spec, "builtin_path", lambda name: changed)
+    monkeypatch.setattr(spec.reader, "builtin_path", lambda name: changed)
     assert spec.load("vae").latents[0].size == 5  # the built-in family now
     assert run_config.model_spec(store.load_run(out, "cpu").config).latents[0].size == 20  # the run's model
     assert cli.main(["evaluate", str(out), "--k", "1"]) == 0

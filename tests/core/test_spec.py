@@ -1,3 +1,4 @@
+import json
 import math
 import warnings
 from pathlib import Path
@@ -12,7 +13,7 @@ from pyrovae.inference import make_objective
 from pyrovae.models import VAE
 from pyrovae.nets import Decoder, GaussianEncoder
 
-SPECS = sorted((Path(spec.__file__).parents[1] / "models" / "specs").glob("*.toml"))
+SPECS = sorted((Path(spec.__file__).parents[2] / "models" / "specs").glob("*.toml"))
 
 VAE_SPEC = """
 likelihood = "bernoulli"
@@ -273,3 +274,35 @@ def test_check_label_classes_needs_labels_for_a_label_input():
 def test_check_label_classes_accepts_labels_within_the_classes():
     spec.check_label_classes(spec.parse(spec.tomllib.loads(CVAE_SPEC)), torch.tensor([0, 4, 2]), "mnist-5k")
     spec.check_label_classes(spec.parse(spec.tomllib.loads(VAE_SPEC)), None, "binarized-mnist")
+
+
+RICH = """likelihood = "learned-gaussian"
+min_obs_scale = 0.05
+hidden = [16]
+activation = "tanh"
+[inputs]
+c = 3
+[[latent]]
+name = "top"
+size = 2
+prior = { family = "student-t", df = 4, scale = 2.0 }
+encoder = { given = ["x", "c"], family = "iaf", flows = 2 }
+[[latent]]
+name = "z"
+size = 3
+given = ["top", "c"]
+hidden = [8, 8]
+encoder = { given = ["x", "top"], family = "laplace" }
+[x]
+given = ["z", "top"]
+size = 12
+"""
+
+
+@pytest.mark.parametrize("source", [*spec.BUILTIN, "rich"])
+def test_a_resolved_spec_written_out_as_a_table_reads_back_the_same(source: str):
+    model = spec.parse(spec.tomllib.loads(RICH)) if source == "rich" else spec.load(source)
+    model = spec.with_options(model, hidden=(7, 5))  # the command line's options, resolved
+    table = json.loads(json.dumps(spec.to_table(model)))  # as config.json holds it
+    assert spec.parse(table) == model
+    assert spec.to_table(spec.parse(table)) == table
