@@ -19,10 +19,12 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
+from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
 PARTICLE_PLATE = "particles"
+FIRST_ENUM_DIM = -3  # enumerated sites take dims left of the particle plate (-2) and the data plate (-1)
 
 
 class ParticleTraces(NamedTuple):
@@ -46,12 +48,24 @@ def vectorized(fn: Callable, num_particles: int) -> Callable:
 def particle_traces(
     model: Callable, guide: Callable, *args, num_particles: int, guide_trace: Trace | None = None, **kwargs
 ) -> ParticleTraces:
-    """Trace the guide (unless ``guide_trace`` is given), then the model replayed against it."""
+    """Trace the guide (unless ``guide_trace`` is given), then the model replayed against it.
+
+    Sites marked ``infer={"enumerate": "parallel"}`` are enumerated (``poutine.enum``): each takes all
+    its values at once in a dimension of its own left of the particle plate, the guide's from dim -3
+    on, the model's own further left (as Pyro's ``TraceEnum_ELBO`` allocates them).
+    """
     if guide_trace is None:
-        guide_trace = poutine.trace(vectorized(guide, num_particles)).get_trace(*args, **kwargs)
+        guide = EnumMessenger(first_available_dim=FIRST_ENUM_DIM)(vectorized(guide, num_particles))
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    first = FIRST_ENUM_DIM - len(enumerated_dims(guide_trace))  # the model's own, left of the guide's
     replayed = poutine.replay(vectorized(model, num_particles), trace=guide_trace)
-    model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(EnumMessenger(first_available_dim=first)(replayed)).get_trace(*args, **kwargs)
     return ParticleTraces(guide_trace, model_trace, data_scale(model_trace))
+
+
+def enumerated_dims(trace: Trace) -> dict[str, int]:
+    """The trace's enumerated sites and the dim each enumerates in, ``{site: dim}`` (dims <= -3)."""
+    return {s["name"]: s["infer"]["_enumerate_dim"] for s in sample_sites(trace) if "_enumerate_dim" in s["infer"]}
 
 
 def plate_frame(site: dict):
@@ -128,10 +142,28 @@ def site_log_prob(site: dict, value: torch.Tensor | None = None) -> torch.Tensor
 
 
 def traced_log_weights(traces: ParticleTraces) -> torch.Tensor:
-    """log p(x, z) - log q(z | x) per particle and datapoint, ``(k, batch)``, from traces."""
+    """log p(x, z) - log q(z | x) per particle and datapoint, ``(k, batch)``, from traces.
+
+    Enumerated sites are summed exactly inside the weight: with y enumerated and z sampled,
+    w = sum_y p(x, y, z_y) / q(z_y | x, y), an unbiased estimate of p(x) whatever q(y | x) is
+    (p(x) = sum_y E_q(z | x, y)[p(x, y, z) / q(z | x, y)]), so q(y | x) drops out of it; a
+    model-only enumerated y is marginalized, w = sum_y p(x, y, z) / q(z | x).
+    """
+    guide_enumerated = enumerated_dims(traces.guide)
     log_p = sum(site_log_prob(s) for s in sample_sites(traces.model))
-    log_q = sum(site_log_prob(s) for s in sample_sites(traces.guide) if not s["is_observed"])
-    return log_p - log_q
+    log_q = sum(
+        site_log_prob(s)
+        for s in sample_sites(traces.guide)
+        if not s["is_observed"] and s["name"] not in guide_enumerated
+    )
+    return _sum_enumerated(log_p - log_q, traces)
+
+
+def _sum_enumerated(log_w: torch.Tensor | float, traces: ParticleTraces) -> torch.Tensor:
+    """``log_w`` ``(*enumerated, k, batch)`` with every enumerated dim summed out (log-sum-exp): ``(k, batch)``."""
+    if not (enumerated_dims(traces.guide) or enumerated_dims(traces.model)):
+        return log_w
+    return log_w.reshape(-1, *log_w.shape[-2:]).logsumexp(0)
 
 
 def conditioned_log_densities(
@@ -159,16 +191,44 @@ def elbo_terms(
         ``log_likelihood`` sums the model's observed sites (log p(x | z)) and
         ``log_ratio`` sums log q(z | x) - log p(z) over the latent sites, so that
         ``log w = log_likelihood - log_ratio`` and ``E_q[log_ratio]`` is the KL.
+
+    With enumerated sites both are exact expectations over them: a guide-enumerated y is
+    weighted by q(y | x) (the ELBO's sum_y q(y | x) [...]), a model-only enumerated one is
+    marginalized, log p(x | z) = log sum_y p(y | z) p(x | y, z), log p(z) = log sum_y p(y, z).
     """
     traces = particle_traces(model, guide, *args, num_particles=num_particles, **kwargs)
     model_sites = sample_sites(traces.model)
-    log_likelihood = [site_log_prob(s) for s in model_sites if s["is_observed"]]
-    if not log_likelihood:
+    observed = [site_log_prob(s) for s in model_sites if s["is_observed"]]
+    if not observed:
         raise ValueError("the model has no observed sample site")
-    log_ratio = [-site_log_prob(s) for s in model_sites if not s["is_observed"]]
-    log_ratio += [site_log_prob(s) for s in sample_sites(traces.guide) if not s["is_observed"]]
-    zero = torch.zeros_like(log_likelihood[0])
-    return sum(log_likelihood, zero), sum(log_ratio, zero)
+    latent = [site_log_prob(s) for s in model_sites if not s["is_observed"]]
+    guide_sites = [s for s in sample_sites(traces.guide) if not s["is_observed"]]
+    log_q = [site_log_prob(s) for s in guide_sites]
+    zero = torch.zeros_like(observed[0])
+    log_px, log_pz, log_q = sum(observed, zero), sum(latent, zero), sum(log_q, zero)
+    if not (enumerated_dims(traces.guide) or enumerated_dims(traces.model)):
+        return log_px, log_q - log_pz
+    return _enumerated_elbo_terms(traces, log_px, log_pz, log_q, guide_sites)
+
+
+def _enumerated_elbo_terms(
+    traces: ParticleTraces, log_px: torch.Tensor, log_pz: torch.Tensor, log_q: torch.Tensor, guide_sites: list[dict]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`elbo_terms` with enumerated sites: ``(*enumerated, k, batch)`` terms reduced to ``(k, batch)``."""
+    guide_dims = enumerated_dims(traces.guide)
+    model_dims = sorted(set(enumerated_dims(traces.model).values()) - set(guide_dims.values()))
+    log_joint = log_px + log_pz  # broadcast to every enumerated dim
+    log_pz = log_pz.expand_as(log_joint)
+    if model_dims:  # marginalize the model-only ones: log p(x, z) and log p(z) given the sampled z
+        log_joint, log_pz = (t.logsumexp(model_dims, keepdim=True) for t in (log_joint, log_pz))
+    enumerated_q = sum((site_log_prob(s) for s in guide_sites if s["name"] in guide_dims), torch.zeros(()))
+    weight = enumerated_q.exp()  # q(y | x) of the guide-enumerated values; they sum to 1 over them
+    total = torch.broadcast_shapes(weight.shape, log_joint.shape, log_q.shape)
+
+    def expect(t: torch.Tensor) -> torch.Tensor:
+        return (weight * t).expand(total).reshape(-1, *total[-2:]).sum(0)
+
+    return expect(log_joint - log_pz), expect(log_q - log_pz)
 
 
 def log_weights(model: Callable, guide: Callable, *args, num_particles: int = 1, **kwargs) -> torch.Tensor:
