@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 from pyro import poutine
-from pyro.distributions import Delta, Distribution, Independent
+from pyro.distributions import Categorical, Delta, Distribution, Independent
 from pyro.distributions.kl import kl_divergence
 from pyro.poutine.util import site_is_subsample
 
@@ -31,7 +31,7 @@ class PosteriorCollapseWarning(UserWarning):
     """The guide has collapsed onto the prior: no active units, or almost no KL."""
 
 
-def _is_latent(site: dict) -> bool:
+def is_latent(site: dict) -> bool:
     return site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
 
 
@@ -53,10 +53,10 @@ def posterior_means(
     means: dict[str, list[torch.Tensor]] = {}
     for batch in batches:
         x, *inputs = batch_args(batch)
-        sites = [s for s in poutine.trace(guide).get_trace(x, *inputs, **kwargs).nodes.values() if _is_latent(s)]
+        sites = [s for s in poutine.trace(guide).get_trace(x, *inputs, **kwargs).nodes.values() if is_latent(s)]
         if len(sites) > 1:  # (num_samples, batch, ...) means, averaged over the upstream draws
             trace = poutine.trace(vectorized(guide, num_samples)).get_trace(x, *inputs, **kwargs)
-            sites = [s for s in trace.nodes.values() if _is_latent(s)]
+            sites = [s for s in trace.nodes.values() if is_latent(s)]
         for site in sites:
             mean = _mean(site["fn"], num_samples)
             mean = mean.mean(0) if len(sites) > 1 else mean
@@ -65,7 +65,10 @@ def posterior_means(
 
 
 def _mean(fn: Distribution, num_samples: int) -> torch.Tensor:
-    """E[z] of ``fn``: its ``mean`` where it has one, else the average of ``num_samples`` draws (a flow)."""
+    """E[z] of ``fn``: its ``mean`` where it has one, else the average of ``num_samples`` draws (a flow);
+    for a categorical y, E[one_hot(y)] = its probabilities (the representation later networks read)."""
+    if isinstance(fn, Categorical):
+        return fn.probs
     try:
         return fn.mean
     except NotImplementedError:
@@ -84,7 +87,7 @@ def stochastic_latents(guide: Callable, *args, **kwargs) -> list[str]:
     return [
         name
         for name, site in poutine.trace(guide).get_trace(*args, **kwargs).nodes.items()
-        if _is_latent(site) and not isinstance(factors(site["fn"]), Delta) and _in_objective(site["mask"])
+        if is_latent(site) and not isinstance(factors(site["fn"]), Delta) and _in_objective(site["mask"])
     ]
 
 
@@ -153,7 +156,7 @@ def kl_per_dim(
         guide_trace = poutine.trace(guide).get_trace(x, *inputs, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, *inputs, **kwargs)
         for name, site in guide_trace.nodes.items():
-            if _is_latent(site) and (kl := _elementwise_kl(site["fn"], model_trace.nodes[name]["fn"])) is not None:
+            if is_latent(site) and (kl := _elementwise_kl(site["fn"], model_trace.nodes[name]["fn"])) is not None:
                 totals[name] = totals.get(name, 0) + kl.reshape(x.shape[0], -1).sum(0)  # (D,)
         count += x.shape[0]
     return {name: total / count for name, total in totals.items()}

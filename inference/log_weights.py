@@ -54,13 +54,27 @@ def particle_traces(
     its values at once in a dimension of its own left of the particle plate, the guide's from dim -3
     on, the model's own further left (as Pyro's ``TraceEnum_ELBO`` allocates them).
     """
-    if guide_trace is None:
-        guide = EnumMessenger(first_available_dim=FIRST_ENUM_DIM)(vectorized(guide, num_particles))
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    first = FIRST_ENUM_DIM - len(enumerated_dims(guide_trace))  # the model's own, left of the guide's
-    replayed = poutine.replay(vectorized(model, num_particles), trace=guide_trace)
-    model_trace = poutine.trace(EnumMessenger(first_available_dim=first)(replayed)).get_trace(*args, **kwargs)
+    guide_trace, model_trace = _enumerated_traces(model, guide, args, kwargs, num_particles, guide_trace)
     return ParticleTraces(guide_trace, model_trace, data_scale(model_trace))
+
+
+def _enumerated_traces(
+    model: Callable, guide: Callable, args: tuple, kwargs: dict, num_particles: int, guide_trace: Trace | None
+) -> tuple[Trace, Trace]:
+    """Guide and model traces under ``poutine.enum``: the guide's enumerated dims from -3, the model's left of them."""
+    if guide_trace is None:
+        enumerated_guide = EnumMessenger(first_available_dim=FIRST_ENUM_DIM)(vectorized(guide, num_particles))
+        guide_trace = poutine.trace(enumerated_guide).get_trace(*args, **kwargs)
+    first = FIRST_ENUM_DIM - len(enumerated_dims(guide_trace))
+    replayed = poutine.replay(vectorized(model, num_particles), trace=guide_trace)
+    return guide_trace, poutine.trace(EnumMessenger(first_available_dim=first)(replayed)).get_trace(*args, **kwargs)
+
+
+def enumerated_sites(model: Callable, guide: Callable, *args, **kwargs) -> list[str]:
+    """The sites of model and guide that are enumerated (``infer={"enumerate": "parallel"}``), one run on ``args``."""
+    with torch.no_grad():
+        guide_trace, model_trace = _enumerated_traces(model, guide, args, kwargs, 1, None)
+    return sorted({*enumerated_dims(guide_trace), *enumerated_dims(model_trace)})
 
 
 def enumerated_dims(trace: Trace) -> dict[str, int]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from pyro.infer import ELBO
+from pyro.infer import ELBO, TraceEnum_ELBO
 
 from pyrovae.errors import FLOAT32_MAX, FieldError, check_choice, check_float, check_int
 from pyrovae.inference.iwae import GRADIENTS, IWAE
@@ -82,31 +82,43 @@ def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
-def make_objective(name: str, *, max_plate_nesting: int = 1, **options: Any) -> ELBO:
+def make_objective(name: str, *, max_plate_nesting: int = 1, enumerated: bool = False, **options: Any) -> ELBO:
     """Build the objective ``name`` of :data:`OBJECTIVES` with its ``options`` (particles vectorized).
 
     :param name: ``"elbo"`` (Pyro's ``Trace_ELBO``: Monte-Carlo KL), ``"mf-elbo"`` (Pyro's
         ``TraceMeanField_ELBO``: analytic KL where Pyro knows it), ``"iwae"`` (L_k with
         k = ``num_particles``) or ``"renyi"`` (the Renyi bound of order ``alpha``).
     :param max_plate_nesting: plates in the model (pyrovae models have one, the data plate).
+    :param enumerated: model or guide has sites to enumerate (``infer={"enumerate": "parallel"}``):
+        ``"elbo"`` is then Pyro's ``TraceEnum_ELBO``, which sums them exactly; ``"iwae"`` and ``"renyi"``
+        sum them inside each weight (:func:`~pyrovae.inference.log_weights.log_weights`); ``"mf-elbo"``,
+        which would sample them, is refused.
     :param options: the objective's own (:func:`objective_options`): ``num_particles`` (every
         objective: samples of z per datapoint, drawn in one vectorized pass), ``gradient``
         (iwae: ``"standard"`` or ``"dreg"``), ``alpha`` (renyi).
     :raises ValueError: an unknown name, an option the objective does not take, a value out of range.
     """
     options = check_options(name, options)
+    if enumerated and name == "mf-elbo":
+        raise ValueError(
+            "objective mf-elbo does not enumerate discrete latents (Pyro's TraceMeanField_ELBO would sample "
+            "them); use elbo, which sums them exactly, or iwae"
+        )
+    if enumerated and name == "elbo":
+        k = options["num_particles"]
+        return TraceEnum_ELBO(num_particles=k, vectorize_particles=k > 1, max_plate_nesting=max_plate_nesting)
     return OBJECTIVES[name](max_plate_nesting=max_plate_nesting, **options)
 
 
-def as_objective(objective: Any, options: Mapping[str, Any] | None = None) -> ELBO:
+def as_objective(objective: Any, options: Mapping[str, Any] | None = None, *, enumerated: bool = False) -> ELBO:
     """``objective`` itself when it has ``differentiable_loss``, else the objective it names, built with ``options``.
 
     :param objective: an ELBO-like object (``pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)``, ...)
-        or a name in :data:`OBJECTIVES`; ``options`` apply to a name only.
+        or a name in :data:`OBJECTIVES`; ``options`` and ``enumerated`` (:func:`make_objective`) apply to a name only.
     :raises TypeError: when ``objective`` is neither.
     """
     if isinstance(objective, str):
-        return make_objective(objective, **(options or {}))
+        return make_objective(objective, enumerated=enumerated, **(options or {}))
     if not callable(getattr(objective, "differentiable_loss", None)):
         raise TypeError(
             f"objective must be a name in {', '.join(OBJECTIVES)} or have differentiable_loss(model, guide, *args) "

@@ -26,6 +26,7 @@ from pyrovae.inference.bounds import renyi_bound
 from pyrovae.inference.log_weights import (
     ParticleTraces,
     data_scale,
+    enumerated_dims,
     particle_traces,
     sample_sites,
     traced_log_weights,
@@ -33,9 +34,11 @@ from pyrovae.inference.log_weights import (
 
 
 def require_reparameterized(guide_trace: Trace, objective: str) -> None:
-    """Raise a clear error if a latent site of the guide cannot be reparameterized."""
+    """Raise a clear error if a sampled latent site of the guide cannot be reparameterized (an enumerated one
+    is summed exactly inside each weight, not sampled)."""
+    enumerated = enumerated_dims(guide_trace)
     for site in sample_sites(guide_trace):
-        if not site["is_observed"] and not site["fn"].has_rsample:
+        if not site["is_observed"] and not site["fn"].has_rsample and site["name"] not in enumerated:
             raise NotImplementedError(
                 f"{objective} needs a reparameterizable guide, but site {site['name']!r} "
                 f"({type(site['fn']).__name__}) has no rsample; use objective 'elbo' for this guide"

@@ -47,7 +47,7 @@ from pyrovae.inference.diagnostics import (
 )
 from pyrovae.inference.evaluation import evaluate_elbo
 from pyrovae.inference.handlers import bind_scales, particle_error, takes_scales, unwrapped
-from pyrovae.inference.log_weights import data_plate_name, plate_frame, sample_sites
+from pyrovae.inference.log_weights import data_plate_name, enumerated_sites, plate_frame, sample_sites
 from pyrovae.inference.objectives import (
     OBJECTIVES,
     AuxiliaryLoss,
@@ -172,13 +172,16 @@ class Trainer:
         config = TrainConfig() if config is None else config
         self.model, self.guide, self.data, self.config = model, guide, data, config
         self.progress, self.labels = progress, labels
-        self.objective = as_objective(config.objective if objective is None else objective, config.objective_options)
         self.aux = check_auxiliary(aux)
         self._aux_sums: dict[str, torch.Tensor | float] = {}  # each term's sum over the epoch's steps, scaled to N
         self.takes_scales = (takes_scales(model), takes_scales(guide))  # keywords, or the handlers
         self.num_data = data.split("train").shape[0]
         first = batch_args(next(data.eval_batches("train", 2, labels=labels)))
         self.params = register_params(*self._programs(1.0), *first)  # name -> tensor
+        with torch.random.fork_rng(devices=[data.device] if data.device.type == "cuda" else []):
+            self.enumerated = enumerated_sites(model, guide, *first)  # summed exactly by the named objectives
+        name_or_objective = config.objective if objective is None else objective
+        self.objective = as_objective(name_or_objective, config.objective_options, enumerated=bool(self.enumerated))
         with torch.random.fork_rng(devices=[data.device] if data.device.type == "cuda" else []):
             self.can_collapse = bool(stochastic_latents(guide, *first))  # False for point-mass (autoencoder) guides
             self.global_latents = global_latents(model, guide, *first)  # outside the data plate: not diagnosed

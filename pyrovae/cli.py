@@ -302,7 +302,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from pyrovae.validate import check_evaluate
 
     check_evaluate(args)
-    table, active = evaluate_run(
+    table, active, clusters = evaluate_run(
         args.run_dir,
         ks=args.k,
         split=args.split,
@@ -317,6 +317,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     else:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("active units: " + ", ".join(f"{site} {n}" for site, n in active.items()))
+    for site, accuracy in clusters.items():
+        print(f"clustering accuracy of q({site} | x): {accuracy:.3f} (clusters matched one to one with the classes)")
 
 
 def _sample(args: argparse.Namespace) -> None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
 import pyro
+import torch
 
 from pyrovae.checkpoint import atomic_write_text
 from pyrovae.inference.bounds import bound_table
+from pyrovae.inference.clustering import categorical_sites, cluster_assignments, clustering_accuracy
 from pyrovae.inference.diagnostics import active_units
 from pyrovae.lock import run_lock
-from pyrovae.store import check_writable, load_run, load_run_data
+from pyrovae.store import LoadedRun, check_writable, load_run, load_run_data
 
 
 def evaluate_run(
@@ -25,7 +27,7 @@ def evaluate_run(
     batch_size: int = 100,
     device: str = "auto",
     model_file: str | None = None,
-) -> tuple[pd.DataFrame | None, dict[str, int]]:
+) -> tuple[pd.DataFrame | None, dict[str, int], dict[str, float]]:
     """Bounds L_k on a split and active units; writes ``RUN_DIR/bounds.csv``.
 
     ``bounds.csv`` has a row per k: ``k``, ``bound``, ``stderr``, ``seconds``,
@@ -34,6 +36,10 @@ def evaluate_run(
 
     An autoencoder has no density over x, so its bounds are not applicable: the
     table is then ``None`` and no ``bounds.csv`` is written (active units still are).
+
+    The third item is the clustering accuracy of each categorical latent of the guide (argmax
+    q(y | x) matched one to one with the classes, :mod:`pyrovae.inference.clustering`) where the
+    split has labels, ``{site: accuracy}``.
 
     :param model_file: ``FILE.py:FACTORY`` of a run of a hand-written model (:mod:`pyrovae.model_file`).
     """
@@ -47,8 +53,11 @@ def evaluate_run(
         def batches():
             return data.eval_batches(split, batch_size, limit=limit, labels=bool(run.model.labels))
 
+        clusters = {}
+        if split in data.labels and not run.model.labels:  # a label the model reads is no clustering target
+            clusters = _clustering(run, lambda: data.eval_batches(split, batch_size, limit=limit, labels=True))
         if not run.model.probabilistic:
-            return None, active_units(run.guide, batches())
+            return None, active_units(run.guide, batches()), clusters
 
         pyro.set_rng_seed(run.config.train.seed)  # the same run evaluates to the same numbers (on one device)
         table = pd.DataFrame(bound_table(run.model, run.guide, batches, ks, chunk_size=chunk_size))
@@ -56,4 +65,16 @@ def evaluate_run(
         table["split"] = split
         table["images"] = images if limit is None else min(limit, images)
         atomic_write_text(run_dir / "bounds.csv", table.to_csv(index=False))
-        return table, active_units(run.guide, batches())
+        return table, active_units(run.guide, batches()), clusters
+
+
+def _clustering(
+    run: LoadedRun, labelled: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+) -> dict[str, float]:
+    """The clustering accuracy of every categorical latent of the guide on labelled batches ``(x, y)``."""
+    first, _ = next(labelled())
+    labels = torch.cat([y for _, y in labelled()])
+    return {
+        site: clustering_accuracy(cluster_assignments(run.guide, (x for x, _ in labelled()), site=site), labels)
+        for site in categorical_sites(run.guide, first)
+    }

@@ -137,10 +137,19 @@ class LatentGraph(nn.Module):
         return values
 
     def sample(self, node: Node, values: dict[str, torch.Tensor], obs: torch.Tensor | None = None) -> torch.Tensor:
-        """Sample (or observe) ``node`` given ``values`` and record its value there."""
-        fn = self.conditionals[node.module](*(values[p] for p in node.parents))
-        values[node.site] = pyro.sample(node.site, fn, obs=obs)
-        return values[node.site]
+        """Sample (or observe) ``node`` given ``values`` and record its value there.
+
+        A latent of an enumerable family (a categorical y) is enumerated in parallel, so that the
+        objectives and bounds sum over its values exactly; later nodes read it one-hot.
+        """
+        module = self.conditionals[node.module]
+        fn = module(*(values[p] for p in node.parents))
+        family = getattr(module, "family", None)
+        discrete = obs is None and family is not None and family.capabilities.support == "class"
+        enumerated = discrete and family.capabilities.enumerable
+        value = pyro.sample(node.site, fn, obs=obs, infer={"enumerate": "parallel"} if enumerated else {})
+        values[node.site] = F.one_hot(value, fn.logits.shape[-1]).to(fn.logits.dtype) if discrete else value
+        return value
 
     def beta(self, beta: float) -> float:
         """The KL weight on the latent sites: 0 (masked) for the autoencoders."""

@@ -238,6 +238,12 @@ def _check_scales(model: spec.ModelSpec) -> None:
 
 def _check_objective(config: RunConfig, model: spec.ModelSpec) -> None:
     """The objective's needs (analytic KL, a mean-field or reparameterized guide) and the data's labels."""
+    discrete = [z.name for z in model.latents if model.guide_family(z).capabilities.enumerable]
+    if config.train.objective == "mf-elbo" and discrete:
+        raise UsageError(
+            f"--objective mf-elbo would sample the discrete latent {discrete[0]!r} (Pyro's TraceMeanField_ELBO does "
+            "not enumerate); use --objective elbo, which sums it exactly, or iwae"
+        )
     if config.train.objective == "mf-elbo" and not model.mean_field:
         raise UsageError(
             "--objective mf-elbo takes each latent's KL analytically, which is exact only for a mean-field "

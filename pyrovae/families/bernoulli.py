@@ -61,7 +61,7 @@ class BernoulliLikelihood(Family):
 
     name = "bernoulli"
     roles = frozenset({"likelihood"})
-    capabilities = Capabilities(reparameterized=False, enumerable=True, support="binary")
+    capabilities = Capabilities(reparameterized=False, support="binary")  # 2^D values: not enumerable
     params = (Param("logits"),)
 
     def distribution(self, *, logits: torch.Tensor) -> dist.Distribution:

@@ -329,6 +329,14 @@ def check_spec(spec: ModelSpec) -> ModelSpec:
         Corruption(spec.corruption)
     except ValueError as e:
         raise SpecError(f"spec: corruption: {e}") from None
+    for z in spec.latents:  # a discrete latent has a discrete prior and guide, a continuous one neither
+        q, p = spec.guide_family(z), spec.prior_family(z)
+        if (q.capabilities.support == "class") != (p.capabilities.support == "class"):
+            raise SpecError(
+                f"spec: latent {z.name!r}: a {q.name} guide and a {p.name} prior; a discrete latent needs a "
+                'categorical prior and guide (prior = "categorical", encoder.family = "categorical"), a '
+                "continuous one neither"
+            )
     kinds = {spec.guide_family(z).capabilities.deterministic for z in spec.latents}
     if len(kinds) > 1:
         raise SpecError("spec: guide: point-mass (delta) and stochastic guides do not mix; an autoencoder's are all")

@@ -8,7 +8,7 @@ from pyrovae import families
 from pyrovae.errors import InputError
 from pyrovae.models.likelihoods import Likelihood
 
-BUILTIN = ("vae", "cvae", "hvae", "ae", "dae")  # spec files shipped in pyrovae/models/specs
+BUILTIN = ("vae", "cvae", "hvae", "ae", "dae", "gmvae")  # spec files shipped in pyrovae/models/specs
 ARCHS = ("mlp", "conv")
 DEFAULT_HIDDEN = (400, 400)
 TOP_KEYS = {"description", "likelihood", "guide", "arch", "activation", "hidden", "obs_scale", "min_obs_scale"}

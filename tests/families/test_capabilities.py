@@ -25,15 +25,20 @@ def test_a_conditional_has_the_declared_shapes_and_capabilities(name: str, role:
     family, module = conditional(name, role)
     fn = module(torch.randn(BATCH, IN_DIM))
     caps = family.capabilities
-    assert fn.batch_shape == (BATCH,) and fn.event_shape == (SIZE,)
+    event = () if caps.support == "class" else (SIZE,)  # a class index, of SIZE classes
+    assert fn.batch_shape == (BATCH,) and fn.event_shape == event
     z = fn.rsample() if caps.reparameterized else fn.sample()
-    assert z.shape == (BATCH, SIZE) and fn.log_prob(z).shape == (BATCH,) and torch.isfinite(fn.log_prob(z)).all()
+    assert z.shape == (BATCH, *event) and fn.log_prob(z).shape == (BATCH,) and torch.isfinite(fn.log_prob(z)).all()
     assert fn.has_rsample == caps.reparameterized or role == "likelihood"
     if caps.has_mean:
         assert fn.mean.shape == (BATCH, SIZE)
+    elif caps.support == "class":  # Categorical.mean is NaN: the diagnostics read its probabilities instead
+        assert fn.probs.shape == (BATCH, SIZE) and torch.isnan(fn.mean).all()
     else:
         with pytest.raises(NotImplementedError):
             fn.mean  # noqa: B018
+    if caps.enumerable:  # a finite support that Pyro can sum over
+        assert fn.enumerate_support().shape == (SIZE, BATCH)
     if caps.reparameterized and not caps.deterministic:  # pathwise gradients reach the network
         fn.log_prob(fn.rsample()).sum().backward()
         assert all(p.grad is not None for p in module.parameters())
@@ -46,7 +51,9 @@ def test_declared_analytic_kls_exist_and_match_monte_carlo(name: str):
     family, module = conditional(name, "guide")
     q = module(torch.randn(BATCH, IN_DIM))
     for prior in family.capabilities.analytic_kl:
-        p = families.get(prior, "prior").free(SIZE, {"scale": 1.5}, learn=False, context={})()
+        p_family = families.get(prior, "prior")
+        scale = {"scale": 1.5} if "scale" in {p.name for p in p_family.params} else {}
+        p = p_family.free(SIZE, scale, learn=False, context={})()
         z = q.sample((20000,))
         monte_carlo = (q.log_prob(z) - p.log_prob(z)).mean(0)
         torch.testing.assert_close(kl_divergence(q, p).expand(BATCH), monte_carlo, atol=0.05, rtol=0.02)
@@ -56,13 +63,15 @@ def test_declared_analytic_kls_exist_and_match_monte_carlo(name: str):
 @pytest.mark.parametrize("learn", [False, True])
 def test_a_parentless_prior_is_the_family_at_its_values(name: str, learn: bool):
     family = families.get(name, "prior")
-    prior = family.free(SIZE, {"loc": 0.5, "scale": 2.0}, learn=learn, context={})
+    values = {p.name: 2.0 if p.positive else 0.5 for p in family.params}  # loc 0.5, scale 2 (a categorical's logits)
+    prior = family.free(SIZE, values, learn=learn, context={})
     fn = prior()
-    assert fn.batch_shape == () and fn.event_shape == (SIZE,)
-    expected = family.distribution(loc=torch.full((SIZE,), 0.5), scale=torch.full((SIZE,), 2.0))
-    z = torch.randn(7, SIZE)
+    discrete = family.capabilities.support == "class"
+    assert fn.batch_shape == () and fn.event_shape == (() if discrete else (SIZE,))
+    expected = family.distribution(**{k: torch.full((SIZE,), v) for k, v in values.items()})
+    z = torch.arange(SIZE) if discrete else torch.randn(7, SIZE)
     torch.testing.assert_close(fn.log_prob(z), expected.log_prob(z))
-    assert len(list(prior.parameters())) == (2 if learn else 0)
+    assert len(list(prior.parameters())) == (len(values) if learn else 0)
 
 
 def test_the_standard_normal_prior_is_exact_and_parameter_free():
