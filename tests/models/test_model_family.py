@@ -59,13 +59,17 @@ def test_sites_are_in_the_data_plate_with_their_shapes(name: str, arch: str, gui
     assert sorted(s["name"] for s in sample_sites(guide_trace)) == sorted(n.site for n in model.latents)
     kind = {"diag": "Independent", "full": "MultivariateNormal", "delta": "Delta"}[guide_family]
     for site in sample_sites(guide_trace):
+        if type(site["fn"]).__name__ == "Categorical":  # a discrete latent (the gmvae's y): class indices
+            assert site["value"].shape == (5,) and site["fn"].batch_shape == (5,) and site["fn"].event_shape == ()
+            continue
         assert type(site["fn"]).__name__ == kind and site["value"].shape == (5, 3)
         assert site["fn"].batch_shape == (5,) and site["fn"].event_shape == (3,)
         assert [(f.name, f.dim, f.size) for f in site["cond_indep_stack"]] == [("data", -1, 5)]
         assert site["log_prob"].shape == (5,)
         assert torch.equal(trace.nodes[site["name"]]["value"], site["value"])  # the model replays the guide's z
     for site in sample_sites(trace):
-        assert site["fn"].batch_shape == (5,) and site["fn"].event_shape == ((16,) if site["name"] == "x" else (3,))
+        event = (16,) if site["name"] == "x" else () if type(site["fn"]).__name__ == "Categorical" else (3,)
+        assert site["fn"].batch_shape == (5,) and site["fn"].event_shape == event
         assert [(f.name, f.dim, f.size) for f in site["cond_indep_stack"]] == [("data", -1, 5)]
         assert site["log_prob"].shape == (5,)
 

@@ -1,0 +1,42 @@
+"""The built-in gmvae from the command line: y summed exactly by every objective that can, bounds, clustering."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pyrovae import cli
+
+from conftest import one_error_line, train
+
+GMVAE = ["--model", "gmvae", "--latent-dim", "4,2"]  # y of 4 components, z of 2 dimensions
+
+
+@pytest.mark.parametrize("objective", [["--objective", "elbo"], ["--objective", "iwae", "--particles", "3"]])
+def test_gmvae_trains_and_its_bounds_rise_with_k(amat_dir: Path, tmp_path: Path, capsys, objective):
+    out = tmp_path / "run"
+    assert train(amat_dir, out, *GMVAE, "--epochs", "2", *objective) == 0
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics["test_elbo"].notna().all() and (metrics["kl"] > 0).all()
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), "--k", "1,20"]) == 0
+    bounds = pd.read_csv(out / "bounds.csv").set_index("k")["bound"]
+    assert bounds[20] > bounds[1]
+    assert "clustering accuracy" not in capsys.readouterr().out  # binarized MNIST has no labels to match
+    assert cli.main(["sample", str(out), "--out", str(tmp_path / "s.png")]) == 0
+
+
+def test_evaluate_reports_the_clustering_accuracy_of_q_y_on_labelled_data(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--out", str(out), *GMVAE, "--hidden", "32", "--epochs", "1", "--no-progress"]
+    assert cli.main(argv) == 0  # mnist-5k: labelled
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), "--k", "1", "--limit", "100"]) == 0
+    printed = capsys.readouterr().out
+    accuracy = float(printed.split("clustering accuracy of q(y | x): ")[1].split()[0])
+    assert 0.1 <= accuracy <= 1.0  # the best one-to-one matching of 4 clusters to 10 classes gets at least N / 10
+
+
+def test_mf_elbo_is_refused_for_a_discrete_latent(amat_dir: Path, tmp_path: Path, capsys):
+    err = one_error_line(capsys, 2, train(amat_dir, tmp_path / "run", *GMVAE, "--objective", "mf-elbo"))
+    assert "--objective mf-elbo would sample the discrete latent 'y'" in err and not (tmp_path / "run").exists()
