@@ -32,7 +32,13 @@ def test_readme_hand_written_pyro_model_trains_and_gets_bounds(capsys):
     assert "'test_elbo'" in out and "L_100 -" in out
 
 
-TOML = re.findall(r"```toml\n(.*?)```", README, flags=re.S)
+BLOCKS_TOML = re.findall(r"```toml\n(.*?)```", README, flags=re.S)
+(GMVAE,) = [block for block in BLOCKS_TOML if 'family = "categorical"' in block]
+TOML = [block for block in BLOCKS_TOML if block is not GMVAE]
+
+
+def test_readme_discrete_latent_spec_is_the_builtin_gmvae():
+    assert spec.parse(spec.tomllib.loads(GMVAE)) == spec.load("gmvae")
 ONE_LATENT = (
     'likelihood = "{likelihood}"\nhidden = [16]\n[[latent]]\nname = "z"\nsize = 4\n{line}\n[x]\ngiven = ["z"]\n'
 )
