@@ -31,7 +31,24 @@ class AmortizedGuide(LatentGraph):
         """Sample every latent; returns the last one sampled (z for a one-latent guide)."""
         self.register()
         values = self.start(x, inputs)
+        known = self.known(inputs)  # partly observed latents: a point mass on each known label
         with data_plate(x.shape[0], num_data, x.device), kl_scale(self.beta(beta)):
             for node in self.nodes:
-                self.sample(node, values)
+                self.sample(node, values, known=known.get(node.site))
         return values[self.nodes[-1].site]
+
+    def log_q_known(self, site: str, x: torch.Tensor, *labels: torch.Tensor) -> torch.Tensor:
+        """sum of log q(y = label | x, inputs) over the datapoints whose label of the partly observed latent
+        ``site`` is known: the classifier term of a semi-supervised VAE (Kingma et al., 2014), a scalar.
+
+        :raises ValueError: ``site`` is no partly observed latent, or its encoder reads another latent.
+        """
+        node = next((n for n in self.nodes if n.site == site), None)
+        if site not in self.partial or node is None:
+            raise ValueError(f"{site!r} is not a partially observed latent of this guide ({sorted(self.partial)})")
+        values = self.start(x, labels)
+        if not set(node.parents) <= set(values):
+            raise ValueError(f"q({site} | {', '.join(node.parents)}) reads a latent; its classifier term needs x alone")
+        known = self.known(labels)[site]
+        fn = self.conditionals[node.module](*(values[p] for p in node.parents))
+        return torch.where(known >= 0, fn.log_prob(known.clamp(min=0)), 0.0).sum()

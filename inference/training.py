@@ -24,7 +24,7 @@ import functools
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,6 +139,8 @@ class Trainer:
         (sorted by name); ``None``: one fused Adam at ``config.lr``.
     :param aux: :class:`~pyrovae.inference.objectives.AuxiliaryLoss` terms; each step's
         loss is the objective plus ``weight * (N / B) * fn(model, guide, *batch)`` for each.
+    :param metrics: name -> a function of nothing, evaluated after each epoch and recorded in its
+        row under ``name`` (e.g. a classifier's test accuracy).
 
     Every epoch appends a row to :attr:`history` with, in nats per datapoint,
     ``train_elbo`` and ``test_elbo`` (the true ELBO at beta = 1, on fixed
@@ -166,6 +168,7 @@ class Trainer:
         objective: object | str | None = None,
         optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None,
         aux: Sequence[AuxiliaryLoss] = (),
+        metrics: Mapping[str, Callable[[], float]] | None = None,
         progress: bool = True,
         labels: bool = False,
     ) -> None:
@@ -173,6 +176,7 @@ class Trainer:
         self.model, self.guide, self.data, self.config = model, guide, data, config
         self.progress, self.labels = progress, labels
         self.aux = check_auxiliary(aux)
+        self.metrics = dict(metrics or {})
         self._aux_sums: dict[str, torch.Tensor | float] = {}  # each term's sum over the epoch's steps, scaled to N
         self.takes_scales = (takes_scales(model), takes_scales(guide))  # keywords, or the handlers
         self.num_data = data.split("train").shape[0]
@@ -280,10 +284,19 @@ class Trainer:
             "seconds": seconds,
             **self._latent_diagnostics(),
             **aux,
+            **self._extra_metrics(),
         }
         self.history.append(row)
         self._warn_on_collapse()
         return row
+
+    def _extra_metrics(self) -> dict[str, float]:
+        """The ``metrics`` callbacks' values at the epoch's end (on a forked RNG, without gradients)."""
+        with (
+            torch.no_grad(),
+            torch.random.fork_rng(devices=[self.data.device] if self.data.device.type == "cuda" else []),
+        ):
+            return {name: float(fn()) for name, fn in self.metrics.items()}
 
     def _latent_diagnostics(self) -> dict:
         """Active units and per-dimension KL on the test split (on a forked RNG: training draws the same numbers)."""

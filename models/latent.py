@@ -19,12 +19,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 
+import pyro
 import torch
 import torch.nn.functional as F
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 
-from pyrovae.graph import LatentGraph, Node
+from pyrovae.graph import LatentGraph, Node, known_factor
 from pyrovae.models.likelihoods import Likelihood, Observation
 from pyrovae.primitives import data_plate, kl_scale
 
@@ -42,6 +43,9 @@ class LatentModel(LatentGraph):
     :param labels: observed class labels besides x, each a node (with an
         :class:`~pyrovae.models.likelihoods.Observation`) and its number of classes: a
         label y ~ Categorical(f(z)) generated from the same latents as x.
+    :param partial: partially observed categorical latents, name -> classes (M2's y, Kingma et
+        al. 2014): where a datapoint's label is known, the factor log 1[y = label] keeps that value
+        alone in the enumerated sum, so its terms are those of p(x, y = label); elsewhere y is summed.
     """
 
     def __init__(
@@ -53,10 +57,11 @@ class LatentModel(LatentGraph):
         *,
         autoencoder: bool = False,
         labels: Sequence[tuple[Node, int]] = (),
+        partial: Mapping[str, int] | None = None,
     ) -> None:
         observed = {node.site: classes for node, classes in labels}
         nodes = [*latents, observation, *(node for node, _ in labels)]
-        super().__init__(nodes, conditionals, inputs, autoencoder=autoencoder, observed=observed)
+        super().__init__(nodes, conditionals, inputs, autoencoder=autoencoder, observed=observed, partial=partial)
         self.num_latents = len(latents)
         for node in (observation, *(node for node, _ in labels)):
             if not isinstance(self.conditionals[node.module], Observation):
@@ -112,10 +117,12 @@ class LatentModel(LatentGraph):
         if x is not None and is_validation_enabled():
             self.observation_likelihood.check(x)
         observed = dict(zip(self.observed, inputs[len(self.inputs) :], strict=False))  # class indices (B,)
+        known = self.known(inputs)
         with data_plate(size, num_data, device):
             with kl_scale(self.beta(beta)):
-                for node in self.latents:
-                    self.sample(node, values)
+                sampled = {node.site: self.sample(node, values) for node in self.latents}
+            for site, labels in known.items():  # outside the KL's scale: a label is data, whatever beta
+                pyro.factor(f"{site}_known", known_factor(sampled[site], labels))
             for node in self.label_nodes:  # y ~ p(y | pa(y)), observed where given; read by later nodes one-hot
                 y = self.sample(node, values, obs=observed.get(node.site))
                 values[node.site] = F.one_hot(y, self.observed[node.site]).to(torch.get_default_dtype())

@@ -133,6 +133,18 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
     train.add_argument("--iwae-gradient", default="standard", choices=("standard", "dreg"), help="IWAE estimator")
     train.add_argument("--alpha", type=float, default=0.5, help="order of the Renyi bound (--objective renyi)")
     train.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE)")
+    train.add_argument(
+        "--labelled",
+        type=int,
+        default=None,
+        help="m2 (a partially observed latent): keep N training labels, balanced per class (default: all)",
+    )
+    train.add_argument(
+        "--classifier-weight",
+        type=float,
+        default=None,
+        help="m2: weight of -log q(y | x) per labelled datapoint (default: Kingma et al.'s 0.1 N / N_labelled)",
+    )
     train.add_argument("--kl-anneal", default="constant", help="constant | linear:STEPS | cyclical:PERIOD[:RATIO]")
     train.add_argument(
         "--clip-norm",
@@ -317,8 +329,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     else:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("active units: " + ", ".join(f"{site} {n}" for site, n in active.items()))
-    for site, accuracy in clusters.items():
-        print(f"clustering accuracy of q({site} | x): {accuracy:.3f} (clusters matched one to one with the classes)")
+    how = {"classification": "argmax q against the labels", "clustering": "clusters matched one to one with classes"}
+    for site, (kind, accuracy) in clusters.items():
+        print(f"{kind} accuracy of q({site} | x): {accuracy:.3f} ({how[kind]})")
 
 
 def _sample(args: argparse.Namespace) -> None:

@@ -111,6 +111,24 @@ class Dataset:
         return self.splits[name]
 
 
+def hide_labels(labels: torch.Tensor, keep: int, *, seed: int, classes: int) -> torch.Tensor:
+    """``labels`` with all but ``keep`` of them hidden (-1): ``keep // classes`` of each class (one more for
+    the first ``keep % classes`` classes), drawn with ``seed``, so the same seed keeps the same labels.
+
+    :raises DataError: a class with fewer datapoints than it is to keep.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    kept = torch.full_like(labels, -1)
+    for c in range(classes):
+        where = (labels == c).nonzero().flatten().cpu()
+        n = keep // classes + (c < keep % classes)
+        if len(where) < n:
+            raise DataError(f"--labelled {keep}: class {c} has {len(where)} training datapoints, fewer than its {n}")
+        chosen = where[torch.randperm(len(where), generator=generator)[:n]].to(labels.device)
+        kept[chosen] = c
+    return kept
+
+
 def load_dataset(
     name: str,
     *,

@@ -27,7 +27,7 @@ def evaluate_run(
     batch_size: int = 100,
     device: str = "auto",
     model_file: str | None = None,
-) -> tuple[pd.DataFrame | None, dict[str, int], dict[str, float]]:
+) -> tuple[pd.DataFrame | None, dict[str, int], dict[str, tuple[str, float]]]:
     """Bounds L_k on a split and active units; writes ``RUN_DIR/bounds.csv``.
 
     ``bounds.csv`` has a row per k: ``k``, ``bound``, ``stderr``, ``seconds``,
@@ -37,9 +37,11 @@ def evaluate_run(
     An autoencoder has no density over x, so its bounds are not applicable: the
     table is then ``None`` and no ``bounds.csv`` is written (active units still are).
 
-    The third item is the clustering accuracy of each categorical latent of the guide (argmax
-    q(y | x) matched one to one with the classes, :mod:`pyrovae.inference.clustering`) where the
-    split has labels, ``{site: accuracy}``.
+    The third item is, where the split has labels, the accuracy of argmax q(y | x) of each
+    categorical latent of the guide, ``{site: (kind, accuracy)}``: ``classification`` against the labels for a
+    partially observed latent (m2's classifier), else after matching its clusters one to one with
+    the classes (:mod:`pyrovae.inference.clustering`). The bounds of a model with a partially
+    observed latent are those of x alone, log p(x), its labels not given; ``clustering`` otherwise.
 
     :param model_file: ``FILE.py:FACTORY`` of a run of a hand-written model (:mod:`pyrovae.model_file`).
     """
@@ -50,11 +52,13 @@ def evaluate_run(
         data = load_run_data(run.config, device)
         data.split(split)  # fail early, with the split names, on a typo
 
+        reads_labels = bool(run.model.inputs or run.model.observed)  # a partially observed latent's are not given
+
         def batches():
-            return data.eval_batches(split, batch_size, limit=limit, labels=bool(run.model.labels))
+            return data.eval_batches(split, batch_size, limit=limit, labels=reads_labels)
 
         clusters = {}
-        if split in data.labels and not run.model.labels:  # a label the model reads is no clustering target
+        if split in data.labels and not reads_labels:  # a label the model reads is no clustering target
             clusters = _clustering(run, lambda: data.eval_batches(split, batch_size, limit=limit, labels=True))
         if not run.model.probabilistic:
             return None, active_units(run.guide, batches()), clusters
@@ -70,11 +74,16 @@ def evaluate_run(
 
 def _clustering(
     run: LoadedRun, labelled: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
-) -> dict[str, float]:
-    """The clustering accuracy of every categorical latent of the guide on labelled batches ``(x, y)``."""
+) -> dict[str, tuple[str, float]]:
+    """The accuracy of every categorical latent of the guide on labelled batches ``(x, y)``: as a classifier for
+    a partially observed one, after matching its clusters to the classes for another."""
     first, _ = next(labelled())
     labels = torch.cat([y for _, y in labelled()])
-    return {
-        site: clustering_accuracy(cluster_assignments(run.guide, (x for x, _ in labelled()), site=site), labels)
-        for site in categorical_sites(run.guide, first)
-    }
+    result = {}
+    for site in categorical_sites(run.guide, first):
+        predicted = cluster_assignments(run.guide, (x for x, _ in labelled()), site=site)
+        if site in getattr(run.guide, "partial", {}):
+            result[site] = ("classification", float((predicted == labels).float().mean()))
+        else:
+            result[site] = ("clustering", clustering_accuracy(predicted, labels))
+    return result

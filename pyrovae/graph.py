@@ -83,6 +83,9 @@ class LatentGraph(nn.Module):
     :param observed: observed class labels besides x, name -> number of classes
         (a label y generated from z); passed as class indices after the inputs, and
         left out when generating (the model then samples them).
+    :param partial: partially observed discrete latents, name -> number of classes (M2's y):
+        passed as class indices after the observed labels, -1 where unknown; a known value
+        pins the latent there (:meth:`sample`'s ``known``), an unknown one is enumerated.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class LatentGraph(nn.Module):
         *,
         autoencoder: bool = False,
         observed: Mapping[str, int] | None = None,
+        partial: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         missing = sorted({n.module for n in nodes} - set(conditionals))
@@ -102,12 +106,18 @@ class LatentGraph(nn.Module):
         self.conditionals = nn.ModuleDict(conditionals)
         self.inputs = dict(inputs or {})
         self.observed = dict(observed or {})
+        self.partial = dict(partial or {})
         self.autoencoder = autoencoder
 
     @property
     def labels(self) -> dict[str, int]:
-        """Every class label a batch passes after x, in order: the inputs, then the observed labels."""
-        return {**self.inputs, **self.observed}
+        """Every class label a batch passes after x, in order: the inputs, the observed labels, the partly
+        observed latents."""
+        return {**self.inputs, **self.observed, **self.partial}
+
+    def known(self, labels: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The partly observed latents' labels among those passed (class indices, -1 where unknown)."""
+        return dict(zip(self.partial, labels[len(self.inputs) + len(self.observed) :], strict=False))
 
     @property
     def probabilistic(self) -> bool:
@@ -131,19 +141,34 @@ class LatentGraph(nn.Module):
             )
         values = {} if x is None else {"x": x}
         for (name, classes), value in zip(self.labels.items(), labels, strict=False):
+            if name in self.partial:  # a latent: its value is the one sampled (or pinned) at its node
+                continue
             if not value.is_floating_point():
                 value = F.one_hot(value, classes).to(torch.get_default_dtype())  # (B,) -> (B, classes)
             values[name] = value
         return values
 
-    def sample(self, node: Node, values: dict[str, torch.Tensor], obs: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        node: Node,
+        values: dict[str, torch.Tensor],
+        obs: torch.Tensor | None = None,
+        *,
+        known: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Sample (or observe) ``node`` given ``values`` and record its value there.
 
         A latent of an enumerable family (a categorical y) is enumerated in parallel, so that the
         objectives and bounds sum over its values exactly; later nodes read it one-hot.
+
+        :param known: a categorical latent's labels ``(B,)``, -1 where unknown: where known, the
+            distribution is a point mass on the label (logits -1e30 elsewhere, finite so that a weight
+            of 0 times them stays 0), so that the enumerated sum keeps the label alone.
         """
         module = self.conditionals[node.module]
         fn = module(*(values[p] for p in node.parents))
+        if known is not None:
+            fn = pin(fn, known)
         family = getattr(module, "family", None)
         discrete = obs is None and family is not None and family.capabilities.support == "class"
         enumerated = discrete and family.capabilities.enumerable
@@ -154,3 +179,18 @@ class LatentGraph(nn.Module):
     def beta(self, beta: float) -> float:
         """The KL weight on the latent sites: 0 (masked) for the autoencoders."""
         return 0.0 if self.autoencoder else beta
+
+
+PINNED = -1e30  # the log-probability of the values a known label rules out: 0 in exp, and 0 * PINNED = 0
+
+
+def pin(fn: dist.Categorical, known: torch.Tensor) -> dist.Categorical:
+    """``fn`` where the label ``known`` ``(B,)`` is -1, a point mass on the label elsewhere."""
+    classes = fn.logits.shape[-1]
+    point = (1 - F.one_hot(known.clamp(min=0), classes)).to(fn.logits.dtype) * PINNED  # 0 at the label
+    return dist.Categorical(logits=torch.where((known >= 0)[..., None], point, fn.logits))
+
+
+def known_factor(value: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """log 1[value == known] where ``known`` >= 0 (``PINNED`` for 0), 0 where unknown: ``(..., B)``."""
+    return torch.where((known >= 0) & (value != known), PINNED, 0.0)

@@ -22,6 +22,8 @@ from pyrovae.errors import (
     FieldError,
     InputError,
     check_choice,
+    check_float,
+    check_int,
     check_sizes,
     check_type,
     one_line,
@@ -56,6 +58,11 @@ class RunConfig:
     device: str = "auto"  # as requested: auto (cuda when available) | cpu | cuda
     resolved_device: str | None = None  # the device the last training session ran on, e.g. cpu or cuda:0
     snapshot_epochs: tuple[int, ...] = ()  # epochs after which to save reconstructions_eN.png, samples_eN.png
+    # A partially observed latent (m2's y): how many training labels to keep (balanced, seeded by train.seed;
+    # None: all), and the weight per labelled datapoint of the classifier term -log q(y | x) (None: Kingma
+    # et al.'s alpha = 0.1 N / N_labelled).
+    labelled: int | None = None
+    classifier_weight: float | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -77,6 +84,10 @@ class RunConfig:
                 check_type(name, getattr(self, name), str, "a string")
         check_type("device", self.device, str, "a device name: auto, cpu, cuda or cuda:N")
         check_sizes("snapshot_epochs", self.snapshot_epochs)
+        if self.labelled is not None:
+            check_int("labelled", self.labelled)
+        if self.classifier_weight is not None:
+            check_float("classifier_weight", self.classifier_weight)
         check_type("train", self.train, TrainConfig, "the training settings (a TrainConfig)")
 
     def to_json(self) -> str:

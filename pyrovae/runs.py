@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,10 +23,12 @@ from torch import nn
 
 from pyrovae import spec
 from pyrovae.checkpoint import CHECKPOINT, atomic_write_text, fits, load_checkpoint, save_checkpoint
-from pyrovae.data import DataError, Dataset
+from pyrovae.data import DataError, Dataset, hide_labels
 from pyrovae.errors import (
     InputError,
 )
+from pyrovae.inference.diagnostics import posterior_means
+from pyrovae.inference.objectives import AuxiliaryLoss
 from pyrovae.inference.training import Diverged, TrainConfig, Trainer
 from pyrovae.primitives import batch_args
 from pyrovae.run_config import RunConfig, build_model, device_name, model_spec, resolve_device
@@ -98,8 +100,11 @@ def train_run(
         spec.check_label_classes(model_spec(config), labels, config.dataset)  # a label input with too few classes
     built = build_model(config, data.data_dim, data.image_shape, model_file=model_file, run_dir=out)
     model, guide = (m.to(device) for m in built)
-    trainer = Trainer(model, guide, data, config.train, progress=progress, labels=bool(model.labels))
     digest = data_digest(data)
+    data, aux, metrics = semi_supervised(config, model, guide, data)
+    trainer = Trainer(
+        model, guide, data, config.train, aux=aux, metrics=metrics, progress=progress, labels=bool(model.labels)
+    )
     with open_run_dir(out, resume=resume, force=force):
         if resume:
             _restore(trainer, out, digest)
@@ -128,6 +133,38 @@ def train_run(
                     raise _interrupted(out, received[0], trainer.epoch)
         save_figures(model, guide, data, out)
     return trainer.history
+
+
+def semi_supervised(
+    config: RunConfig, model: nn.Module, guide: nn.Module, data: Dataset
+) -> tuple[Dataset, tuple[AuxiliaryLoss, ...], dict[str, Callable[[], float]]]:
+    """For a model with a partially observed latent y (m2): the data with all but ``config.labelled`` training
+    labels hidden (-1) and every other split's (its ELBO is then that of x alone), the classifier term
+    ``-log q(y | x)`` on the known labels, and the test accuracy of argmax q(y | x) per epoch.
+
+    Other models get ``data`` as it is and neither.
+
+    References: D. P. Kingma, S. Mohamed, D. J. Rezende, M. Welling, "Semi-supervised Learning with Deep
+    Generative Models", NeurIPS 2014 (alpha = 0.1 N).
+    """
+    partial = getattr(model, "partial", {})
+    if not partial:
+        return data, (), {}
+    ((site, classes),) = partial.items()
+    train = data.labels_of("train")
+    if config.labelled is not None:
+        train = hide_labels(train, config.labelled, seed=config.train.seed, classes=classes)
+    hidden = {split: torch.full_like(y, -1) for split, y in data.labels.items()} | {"train": train}
+    known = int((train >= 0).sum())
+    weight = config.classifier_weight if config.classifier_weight is not None else 0.1 * train.shape[0] / known
+    aux = (AuxiliaryLoss("classifier", weight, lambda _, guide, x, *labels: -guide.log_q_known(site, x, *labels)),)
+    test_labels, batch_size = data.labels_of("test"), config.train.eval_batch_size
+
+    def test_accuracy() -> float:
+        q_y = posterior_means(guide, data.eval_batches("test", batch_size))[site]  # q(y | x), no label given
+        return float((q_y.argmax(-1) == test_labels).float().mean())
+
+    return dataclasses.replace(data, labels=hidden), aux, {"test_accuracy": test_accuracy}
 
 
 def _restore(trainer: Trainer, out: Path, digest: str) -> None:

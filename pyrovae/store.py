@@ -131,8 +131,10 @@ def checked_write(path: Path, write: Callable[[Path, object], None], content: ob
 
 
 def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
-    """Write ``metrics.csv`` (one row per epoch, :data:`METRICS` columns) atomically."""
-    atomic_write_text(path, pd.DataFrame(history, columns=list(METRICS)).to_csv(index=False))
+    """Write ``metrics.csv`` (one row per epoch: the :data:`METRICS` columns, then a run's own, such as
+    ``test_accuracy`` and ``aux_classifier`` of a semi-supervised model) atomically."""
+    extra = sorted({k for row in history for k in row} - {*METRICS, "kl_per_dim"})
+    atomic_write_text(path, pd.DataFrame(history, columns=[*METRICS, *extra]).to_csv(index=False))
 
 
 def write_kl_per_dim(path: Path, history: list[dict]) -> None:

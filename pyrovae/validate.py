@@ -238,6 +238,17 @@ def _check_scales(model: spec.ModelSpec) -> None:
 
 def _check_objective(config: RunConfig, model: spec.ModelSpec) -> None:
     """The objective's needs (analytic KL, a mean-field or reparameterized guide) and the data's labels."""
+    partial = [z for z in model.latents if z.partial]
+    for option in ("labelled", "classifier_weight"):
+        if getattr(config, option) is not None and not partial:
+            raise UsageError(
+                f"--{option.replace('_', '-')} applies to a model with a partially observed latent (--model m2)"
+            )
+    if partial and config.dataset not in LABELLED:
+        raise UsageError(
+            f"latent {partial[0].name!r} is observed where its label is known, and {config.dataset} has no labels; "
+            f"use a labelled data set: {', '.join(LABELLED)}"
+        )
     discrete = [z.name for z in model.latents if model.guide_family(z).capabilities.enumerable]
     if config.train.objective == "mf-elbo" and discrete:
         raise UsageError(

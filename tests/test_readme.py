@@ -39,6 +39,8 @@ TOML = [block for block in BLOCKS_TOML if block is not GMVAE]
 
 def test_readme_discrete_latent_spec_is_the_builtin_gmvae():
     assert spec.parse(spec.tomllib.loads(GMVAE)) == spec.load("gmvae")
+
+
 ONE_LATENT = (
     'likelihood = "{likelihood}"\nhidden = [16]\n[[latent]]\nname = "z"\nsize = 4\n{line}\n[x]\ngiven = ["z"]\n'
 )

@@ -142,6 +142,12 @@ def build(
         label_nodes.append((Node(o.name, o.net.given, f"decoder_{o.name}"), o.classes))
     autoencoder = spec.deterministic
     x = Node("x", spec.x.given, "decoder")
-    model = LatentModel(model_nodes, x, model_modules, inputs, autoencoder=autoencoder, labels=label_nodes)
+    partial = {z.name: z.size for z in spec.latents if z.partial}
+    model = LatentModel(
+        model_nodes, x, model_modules, inputs, autoencoder=autoencoder, labels=label_nodes, partial=partial
+    )
     observed = {o.name: o.classes for o in spec.observed}
-    return model, AmortizedGuide(guide_nodes, guide_modules, inputs, autoencoder=autoencoder, observed=observed)
+    guide = AmortizedGuide(
+        guide_nodes, guide_modules, inputs, autoencoder=autoencoder, observed=observed, partial=partial
+    )
+    return model, guide

@@ -75,6 +75,7 @@ def to_table(spec: ModelSpec) -> dict[str, Any]:
             "given": list(z.prior.given),
             "hidden": list(z.prior.hidden),
             "prior": {"family": z.prior.family or "normal", "learn": z.prior.learn, **dict(z.prior.settings)},
+            "partially_observed": z.partial,
             "encoder": {
                 "given": list(z.encoder.given),
                 "hidden": list(z.encoder.hidden),

@@ -176,9 +176,12 @@ def _latent(table: Any, i: int, hidden: tuple[int, ...]) -> LatentSpec:
     where = f"latent[{i}]"
     if not isinstance(table, Mapping):
         raise SpecError(f"spec: {where}: expected a table ([[latent]])")
-    unknown = set(table) - {"name", "size", "given", "hidden", "encoder", "prior"}
+    unknown = set(table) - {"name", "size", "given", "hidden", "encoder", "prior", "partially_observed"}
     if unknown:
         raise SpecError(f"spec: {where}: unknown keys {sorted(unknown)}")
+    partial = table.get("partially_observed", False)
+    if not isinstance(partial, bool):
+        raise SpecError(f"spec: {where}.partially_observed: expected true or false, got {partial!r}")
     name = table.get("name")
     if not isinstance(name, str) or not name.isidentifier() or name in RESERVED:
         raise SpecError(
@@ -193,7 +196,12 @@ def _latent(table: Any, i: int, hidden: tuple[int, ...]) -> LatentSpec:
     encoder = _net(table["encoder"], f"{where}.encoder", hidden, role="guide")
     if not encoder.given:
         raise SpecError(f'spec: {where}.encoder.given: empty; q({name} | ...) must read something, e.g. given = ["x"]')
-    return LatentSpec(name, size, prior, encoder)
+    if partial and encoder.family != "categorical":
+        raise SpecError(
+            f"spec: {where}.partially_observed: only a categorical latent can be observed where its label is "
+            'known (encoder.family = "categorical", prior = "categorical")'
+        )
+    return LatentSpec(name, size, prior, encoder, partial)
 
 
 def order(
@@ -266,7 +274,8 @@ def parse(table: Mapping[str, Any]) -> ModelSpec:
     if data_dim is not None and (not is_int(data_dim) or data_dim <= 0):
         raise SpecError(f"spec: x.size: expected a positive integer, got {data_dim!r}")
     x = _net({k: v for k, v in x_table.items() if k != "size"}, "x", hidden)
-    observed = _observed(table.get("observed", []), hidden, {z.name for z in parsed}, set(inputs))
+    partial = [z.name for z in parsed if z.partial]
+    observed = _observed(table.get("observed", []), hidden, {z.name for z in parsed}, set(inputs), partial)
     order(parsed, "encoder", {"x", *inputs, *(o.name for o in observed)})
     order(parsed, "prior", set(inputs))
     spec = ModelSpec(
@@ -284,7 +293,9 @@ def parse(table: Mapping[str, Any]) -> ModelSpec:
     return check_spec(spec)
 
 
-def _observed(tables: Any, hidden: tuple[int, ...], latents: set[str], inputs: set[str]) -> tuple[ObservedSpec, ...]:
+def _observed(
+    tables: Any, hidden: tuple[int, ...], latents: set[str], inputs: set[str], partial: list[str]
+) -> tuple[ObservedSpec, ...]:
     """``[[observed]]``: class labels generated from the latents (name, classes, given, hidden, likelihood)."""
     if not isinstance(tables, list) or not all(isinstance(t, Mapping) for t in tables):
         raise SpecError(f"spec: observed: expected an array of tables ([[observed]]), got {tables!r}")
@@ -305,8 +316,11 @@ def _observed(tables: Any, hidden: tuple[int, ...], latents: set[str], inputs: s
         if not net.given or not set(net.given) <= latents | inputs:
             raise SpecError(f"spec: {where}.given: {list(net.given)}; p({name} | ...) reads latents or inputs")
         observed.append(ObservedSpec(name, t["classes"], net))
-    if len(observed) + len(inputs) > 1:  # sampling, figures and the runs carry one class label
-        raise SpecError("spec: inputs, observed: at most one class label (an input or an observed label), for now")
+    if len(observed) + len(inputs) + len(partial) > 1:  # sampling, figures and the runs carry one class label
+        raise SpecError(
+            "spec: inputs, observed, partially_observed: at most one class label (an input, an observed label or "
+            "a partially observed latent), for now"
+        )
     return tuple(observed)
 
 

@@ -8,7 +8,7 @@ from pyrovae import families
 from pyrovae.errors import InputError
 from pyrovae.models.likelihoods import Likelihood
 
-BUILTIN = ("vae", "cvae", "hvae", "ae", "dae", "gmvae")  # spec files shipped in pyrovae/models/specs
+BUILTIN = ("vae", "cvae", "hvae", "ae", "dae", "gmvae", "m2")  # spec files shipped in pyrovae/models/specs
 ARCHS = ("mlp", "conv")
 DEFAULT_HIDDEN = (400, 400)
 TOP_KEYS = {"description", "likelihood", "guide", "arch", "activation", "hidden", "obs_scale", "min_obs_scale"}
@@ -39,6 +39,7 @@ class LatentSpec:
     size: int  # dimensions
     prior: NetSpec  # p(z | prior.given); a parentless prior (N(0, I) by default) when prior.given is empty
     encoder: NetSpec  # q(z | encoder.given)
+    partial: bool = False  # partially_observed: a categorical latent whose label the data carry where known
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,10 @@ class ModelSpec:
 
     @property
     def labels(self) -> tuple[tuple[str, int], ...]:
-        """Every class label a batch carries after x: the inputs, then the observed labels."""
-        return (*self.inputs, *((o.name, o.classes) for o in self.observed))
+        """Every class label a batch carries after x: the inputs, the observed labels, then the partially
+        observed latents (-1 where a datapoint's label is unknown)."""
+        partial = ((z.name, z.size) for z in self.latents if z.partial)
+        return (*self.inputs, *((o.name, o.classes) for o in self.observed), *partial)
 
     @property
     def mean_field(self) -> bool:

@@ -40,3 +40,36 @@ def test_evaluate_reports_the_clustering_accuracy_of_q_y_on_labelled_data(tmp_pa
 def test_mf_elbo_is_refused_for_a_discrete_latent(amat_dir: Path, tmp_path: Path, capsys):
     err = one_error_line(capsys, 2, train(amat_dir, tmp_path / "run", *GMVAE, "--objective", "mf-elbo"))
     assert "--objective mf-elbo would sample the discrete latent 'y'" in err and not (tmp_path / "run").exists()
+
+
+M2 = ["--model", "m2", "--latent-dim", "10,4", "--hidden", "32", "--no-progress"]
+
+
+def test_m2_keeps_n_labels_and_reports_its_classifier(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), *M2, "--labelled", "50", "--epochs", "2"]) == 0  # mnist-5k
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics["test_accuracy"].between(0, 1).all() and (metrics["aux_classifier"] > 0).all()
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), "--k", "1,10", "--limit", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "classification accuracy of q(y | x): " in printed  # against the labels: y's classes are theirs
+    bounds = pd.read_csv(out / "bounds.csv").set_index("k")["bound"]
+    assert bounds[10] > bounds[1]  # bounds on log p(x): the test labels are not given
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--labelled", "50"], "--labelled applies to a model with a partially observed latent (--model m2)"),
+        (["--classifier-weight", "2"], "--classifier-weight applies to a model with a partially observed latent"),
+    ],
+)
+def test_semi_supervised_options_need_a_partially_observed_latent(tmp_path: Path, capsys, argv, message):
+    err = one_error_line(capsys, 2, cli.main(["train", "--out", str(tmp_path / "run"), *argv]))
+    assert message in err
+
+
+def test_m2_needs_labelled_data(amat_dir: Path, tmp_path: Path, capsys):
+    err = one_error_line(capsys, 2, train(amat_dir, tmp_path / "run", "--model", "m2", "--latent-dim", "10,3"))
+    assert "latent 'y' is observed where its label is known, and binarized-mnist has no labels" in err
