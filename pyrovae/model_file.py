@@ -149,9 +149,12 @@ class Program(nn.Module):
         return {}
 
     @property
-    def labels(self) -> tuple:
-        """No observed labels besides x."""
-        return ()
+    def labels(self) -> dict[str, int]:
+        """No class labels besides x."""
+        return {}
+
+    observed = labels  # no observed labels
+    partial = labels  # no partially observed latents
 
     @property
     def conditionals(self) -> dict[str, nn.Module]:
