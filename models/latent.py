@@ -46,6 +46,8 @@ class LatentModel(LatentGraph):
     :param partial: partially observed categorical latents, name -> classes (M2's y, Kingma et
         al. 2014): where a datapoint's label is known, the factor log 1[y = label] keeps that value
         alone in the enumerated sum, so its terms are those of p(x, y = label); elsewhere y is summed.
+    :param discrete: the categorical latents, name -> classes (a gmvae's y), which generation can be
+        conditioned on (``pyrovae sample --label``).
     """
 
     def __init__(
@@ -58,11 +60,13 @@ class LatentModel(LatentGraph):
         autoencoder: bool = False,
         labels: Sequence[tuple[Node, int]] = (),
         partial: Mapping[str, int] | None = None,
+        discrete: Mapping[str, int] | None = None,
     ) -> None:
         observed = {node.site: classes for node, classes in labels}
         nodes = [*latents, observation, *(node for node, _ in labels)]
         super().__init__(nodes, conditionals, inputs, autoencoder=autoencoder, observed=observed, partial=partial)
         self.num_latents = len(latents)
+        self.discrete = {**dict(discrete or {}), **self.partial}  # categorical latents, name -> classes
         for node in (observation, *(node for node, _ in labels)):
             if not isinstance(self.conditionals[node.module], Observation):
                 raise ValueError(f"the observed node {node.site!r} needs an Observation conditional")

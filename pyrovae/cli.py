@@ -338,7 +338,7 @@ def _sample(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from pyrovae.run_config import resolve_device
-    from pyrovae.runs import sample_inputs
+    from pyrovae.runs import sample_program
     from pyrovae.store import load_run
     from pyrovae.validate import check_sample
     from pyrovae.viz.plots import save_samples
@@ -346,8 +346,8 @@ def _sample(args: argparse.Namespace) -> None:
     check_sample(args)
     run = load_run(args.run_dir, args.device, model_file=args.model_file)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
-    inputs = sample_inputs(run.model, args.label, n=args.n, device=resolve_device(args.device))
-    save_samples(run.model, run.image_shape, out, n=inputs[0].shape[0] if inputs else args.n, inputs=inputs)
+    program, inputs, n = sample_program(run.model, args.label, n=args.n, device=resolve_device(args.device))
+    save_samples(program, run.image_shape, out, n=n, inputs=inputs)
     print(out)
 
 

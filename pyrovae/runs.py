@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pyro
 import torch
+from pyro import poutine
 from torch import nn
 
 from pyrovae import spec
@@ -279,8 +280,8 @@ def save_snapshots(model: nn.Module, guide: nn.Module, data: Dataset, out: Path,
 def save_figures(model: nn.Module, guide: nn.Module, data: Dataset, out: Path) -> None:
     """Write ``samples.png`` and ``reconstructions.png`` of a trained run into ``out``."""
     labels = bool(model.labels)
-    inputs = sample_inputs(model, None, device=data.device)
-    save_samples(model, data.image_shape, out / "samples.png", n=inputs[0].shape[0] if inputs else 64, inputs=inputs)
+    program, inputs, n = sample_program(model, None, device=data.device)  # a class per row, where there are classes
+    save_samples(program, data.image_shape, out / "samples.png", n=n, inputs=inputs)
     batch = batch_args(next(data.eval_batches("test", 32, labels=labels)))
     save_reconstructions(model, guide, batch[0], data.image_shape, out / "reconstructions.png", inputs=batch[1:])
 
@@ -290,9 +291,29 @@ def sample_inputs(
 ) -> tuple[torch.Tensor, ...]:
     """Labels to generate with: ``n`` copies of ``label``, or 8 of every class (one class per row of the grid)."""
     check_label(model.inputs, label)
-    if not model.inputs:
+    return _classes(model.inputs, label, n, device)
+
+
+def sample_program(
+    model: nn.Module, label: int | None, *, n: int = 64, device: torch.device
+) -> tuple[Callable, tuple[torch.Tensor, ...], int]:
+    """The model to draw samples from, its inputs and how many: a label input's classes (:func:`sample_inputs`),
+    or, for a model with a categorical latent y (a gmvae's, m2's), the model with y fixed to ``label`` (or to
+    each class in turn, 8 per class); other models as they are, with no inputs."""
+    discrete = getattr(model, "discrete", {})
+    if model.inputs or not discrete:
+        inputs = sample_inputs(model, label, n=n, device=device)
+        return model, inputs, inputs[0].shape[0] if inputs else n
+    site = next(iter(discrete))
+    check_label({site: discrete[site]}, label)
+    (y,) = _classes({site: discrete[site]}, label, n, device)
+    return poutine.condition(model, data={site: y}), (), y.shape[0]
+
+
+def _classes(classes: dict[str, int], label: int | None, n: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    if not classes:
         return ()
-    (classes,) = model.inputs.values()
+    (k,) = classes.values()
     if label is None:
-        return (torch.arange(classes, device=device).repeat_interleave(8),)
+        return (torch.arange(k, device=device).repeat_interleave(8),)
     return (torch.full((n,), label, dtype=torch.long, device=device),)

@@ -300,7 +300,7 @@ def check_sample(args: argparse.Namespace) -> None:
     _check_png_out(args.out)
     _, model = _run_config_and_model(Path(args.run_dir))
     if model is not None:
-        check_label(model.inputs, args.label)
+        check_label(model.inputs or model.discrete[:1], args.label)  # a label input, or a categorical latent
 
 
 def check_plot(args: argparse.Namespace) -> None:

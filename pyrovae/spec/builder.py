@@ -143,8 +143,16 @@ def build(
     autoencoder = spec.deterministic
     x = Node("x", spec.x.given, "decoder")
     partial = {z.name: z.size for z in spec.latents if z.partial}
+    discrete = {z.name: z.size for z in spec.latents if spec.prior_family(z).capabilities.support == "class"}
     model = LatentModel(
-        model_nodes, x, model_modules, inputs, autoencoder=autoencoder, labels=label_nodes, partial=partial
+        model_nodes,
+        x,
+        model_modules,
+        inputs,
+        autoencoder=autoencoder,
+        labels=label_nodes,
+        partial=partial,
+        discrete=discrete,
     )
     observed = {o.name: o.classes for o in spec.observed}
     guide = AmortizedGuide(

@@ -74,6 +74,11 @@ class ModelSpec:
         return (*self.inputs, *((o.name, o.classes) for o in self.observed), *partial)
 
     @property
+    def discrete(self) -> tuple[tuple[str, int], ...]:
+        """The categorical latents, (name, classes): generation can be conditioned on them (``--label``)."""
+        return tuple((z.name, z.size) for z in self.latents if self.prior_family(z).capabilities.support == "class")
+
+    @property
     def mean_field(self) -> bool:
         """True when no latent's encoder reads another latent: the analytic-KL objective (``mf-elbo``) is
         then exact; a hierarchical guide q(z_2 | z_1) is not mean field."""

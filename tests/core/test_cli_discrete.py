@@ -56,6 +56,10 @@ def test_m2_keeps_n_labels_and_reports_its_classifier(tmp_path: Path, capsys):
     assert "classification accuracy of q(y | x): " in printed  # against the labels: y's classes are theirs
     bounds = pd.read_csv(out / "bounds.csv").set_index("k")["bound"]
     assert bounds[10] > bounds[1]  # bounds on log p(x): the test labels are not given
+    assert cli.main(["sample", str(out), "--label", "3", "--n", "8", "--out", str(tmp_path / "three.png")]) == 0
+    assert (tmp_path / "three.png").is_file()  # samples of class 3: y fixed, z from the prior
+    err = one_error_line(capsys, 2, cli.main(["sample", str(out), "--label", "10"]))
+    assert "--label must be a class of y in 0..9, got 10" in err
 
 
 @pytest.mark.parametrize(
