@@ -135,6 +135,8 @@ class Trainer:
     :param objective: an object with ``differentiable_loss(model, guide, *args)`` (any
         ``pyro.infer.ELBO``, e.g. ``TraceEnum_ELBO(max_plate_nesting=1)``, with its own
         options) or a name in :data:`~pyrovae.inference.objectives.OBJECTIVES`; ``None``: ``config.objective``.
+        A name is built for the model: where model or guide enumerate a site (a categorical latent),
+        ``"elbo"`` is Pyro's ``TraceEnum_ELBO`` (:func:`~pyrovae.inference.objectives.make_objective`).
     :param optimizer: ``params -> torch.optim.Optimizer``, called once on the parameters
         (sorted by name); ``None``: one fused Adam at ``config.lr``.
     :param aux: :class:`~pyrovae.inference.objectives.AuxiliaryLoss` terms; each step's
