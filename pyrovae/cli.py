@@ -262,6 +262,12 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
         "--site", default=None, help="the latent to draw, for a model with several (e.g. z1 or z2 of an hvae)"
     )
     plot.add_argument(
+        "--colour-by",
+        default=None,
+        metavar="Y",
+        help="latent-map: colour by argmax q(Y | x) of a categorical latent (a gmvae's y) (default: the labels)",
+    )
+    plot.add_argument(
         "--label",
         type=int,
         default=None,
@@ -363,6 +369,7 @@ def _plot(args: argparse.Namespace) -> None:
         site=args.site,
         label=args.label,
         model_file=args.model_file,
+        colour_by=args.colour_by,
         **triples,
     )
     print(plot_run(args.run_dir, args.kind, out=args.out, options=options))

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
+from pyrovae.inference.clustering import categorical_sites, cluster_assignments
 from pyrovae.inference.diagnostics import kl_per_dim, stochastic_latents, unit_activity
 from pyrovae.store import load_run, load_run_data
 from pyrovae.validate import CURVES_LABEL, UsageError, check_label
@@ -46,6 +47,7 @@ class PlotOptions:
     prior_contours: bool = False  # latent-map (D = 2): the prior's 1- and 2-sigma contours
     site: str | None = None  # the latent site to draw; None: the guide's only one
     model_file: str | None = None  # FILE.py:FACTORY of a run of a hand-written model (pyrovae.model_file)
+    colour_by: str | None = None  # latent-map: colour by argmax q(y | x) of this categorical latent; None: the labels
     label: int | None = None  # a model with a label input: decode with this class; None: each kind's default
 
 
@@ -148,8 +150,18 @@ def _latent_map(t: EncodedTestSplit, o: PlotOptions) -> Figure:
     if o.prior_contours:
         factors = latent_space.prior_factors(t.model, site=t.site, inputs=_prior_inputs(t, o))  # batch (1, D)
         prior = (factors.mean[0], factors.stddev[0])
+    colours, title = t.labels, "label"
+    if o.colour_by is not None:  # the guide's own clusters: argmax q(y | x), with the labels the guide reads
+        discrete = categorical_sites(t.guide, *first)
+        if o.colour_by not in discrete:
+            raise UsageError(
+                f"--colour-by {o.colour_by}: not a categorical latent of this model (it has {discrete or 'none'})"
+            )
+        colours = cluster_assignments(t.guide, zip(*(v.split(t.batch_size) for v in (t.x, *t.given)), strict=True),
+                                      site=o.colour_by)  # fmt: skip
+        title = f"argmax q({o.colour_by} | x)"
     return latent_figures.latent_map_figure(
-        t.z, t.labels, site=t.site, deterministic=deterministic, prior=prior, note=note
+        t.z, colours, site=t.site, deterministic=deterministic, prior=prior, note=note, colour_title=title
     )
 
 

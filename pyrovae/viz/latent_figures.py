@@ -39,8 +39,11 @@ def latent_map_figure(
     deterministic: bool = False,
     prior: tuple[torch.Tensor, torch.Tensor] | None = None,
     note: str = "",
+    colour_title: str = "label",
 ) -> Figure:
     """Encodings in 2-D (z itself when D = 2, else its PCA projection), coloured by label when given.
+
+    :param colour_title: what ``labels`` are, for the legend (``label``, or ``argmax q(y | x)``).
 
     :param z: ``(N, D)`` encodings: posterior means E_q[z | x], or an autoencoder's codes f(x).
     :param deterministic: the encodings are the codes f(x) of a deterministic autoencoder,
@@ -73,7 +76,7 @@ def latent_map_figure(
     if prior is not None:
         _prior_contours(ax, *prior)
     if labels is not None:  # the axes' own legend, last: the layout makes room for it beside the axes
-        ax.legend(title="label", markerscale=3, loc="center left", bbox_to_anchor=(1, 0.5))
+        ax.legend(title=colour_title, markerscale=3, loc="center left", bbox_to_anchor=(1, 0.5))
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])
     what = "Codes f(x) (deterministic autoencoder)" if deterministic else "Posterior means E_q[z | x]"

@@ -24,6 +24,10 @@ def test_gmvae_trains_and_its_bounds_rise_with_k(amat_dir: Path, tmp_path: Path,
     assert bounds[20] > bounds[1]
     assert "clustering accuracy" not in capsys.readouterr().out  # binarized MNIST has no labels to match
     assert cli.main(["sample", str(out), "--out", str(tmp_path / "s.png")]) == 0
+    latent_map = ["plot", str(out), "--kind", "latent-map", "--site", "z", "--out", str(tmp_path / "map.png")]
+    assert cli.main([*latent_map, "--colour-by", "y"]) == 0  # coloured by the guide's clusters, argmax q(y | x)
+    err = one_error_line(capsys, 2, cli.main([*latent_map, "--colour-by", "z"]))
+    assert "--colour-by z: not a categorical latent of this model (it has ['y'])" in err
 
 
 def test_evaluate_reports_the_clustering_accuracy_of_q_y_on_labelled_data(tmp_path: Path, capsys):
