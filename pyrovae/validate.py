@@ -331,6 +331,9 @@ def _run_config_and_model(run_dir: Path) -> tuple[RunConfig | None, spec.ModelSp
         return None, None
 
 
+ANY_SITE = ("reconstructions",)  # figure kinds that draw no one latent: a model with several needs no --site
+
+
 def _check_plottable(run_dir: Path, kind: str, site: str | None = None, label: int | None = None) -> None:
     """The figures other than ``curves`` read one latent layer (``site``, or the only one), decoded with class
     ``label`` of the model's label input where given; some need more of the latent."""
@@ -339,7 +342,7 @@ def _check_plottable(run_dir: Path, kind: str, site: str | None = None, label: i
         return
     check_label(model.inputs, label)
     names = [z.name for z in model.latents]
-    if site is None and len(names) > 1:
+    if site is None and len(names) > 1 and kind not in ANY_SITE:
         raise UsageError(f"--kind {kind}: this model has the latents {', '.join(names)}; choose one with --site")
     if site is not None and site not in names:
         raise UsageError(f"--site {site}: no such latent; this model has {', '.join(names)}")

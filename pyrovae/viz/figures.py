@@ -29,7 +29,7 @@ from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
 from pyrovae.inference.clustering import categorical_sites, cluster_assignments
 from pyrovae.inference.diagnostics import kl_per_dim, stochastic_latents, unit_activity
 from pyrovae.store import load_run, load_run_data
-from pyrovae.validate import CURVES_LABEL, UsageError, check_label
+from pyrovae.validate import ANY_SITE, CURVES_LABEL, UsageError, check_label
 from pyrovae.viz import latent_figures, latent_space, plots
 from pyrovae.viz.latent_space import Inputs
 
@@ -97,7 +97,7 @@ class EncodedTestSplit(NamedTuple):
         return (torch.full_like(labels, label) if label is not None else labels,)
 
 
-def _test_set(run_dir: Path, o: PlotOptions) -> EncodedTestSplit:
+def _test_set(run_dir: Path, o: PlotOptions, any_site: bool = False) -> EncodedTestSplit:
     run = load_run(run_dir, o.device, model_file=o.model_file)
     check_label(run.model.inputs, o.label)
     data = load_run_data(run.config, o.device)
@@ -105,7 +105,8 @@ def _test_set(run_dir: Path, o: PlotOptions) -> EncodedTestSplit:
     labels = data.labels.get("test")
     labels = None if labels is None else labels.to(x.device)
     given = (labels,) if run.model.labels and labels is not None else ()
-    site, z = latent_space.encode(run.guide, zip(*(v.split(batch_size) for v in (x, *given)), strict=True), site=o.site)
+    batches = zip(*(v.split(batch_size) for v in (x, *given)), strict=True)
+    site, z = latent_space.encode(run.guide, batches, site=o.site, first=any_site)
     return EncodedTestSplit(run.model, run.guide, run.image_shape, x, labels, site, z, batch_size, given)
 
 
@@ -307,7 +308,8 @@ def plot_run(
     run_dir, options = Path(run_dir), options or PlotOptions()
     if kind == "curves" and options.label is not None:
         raise UsageError(CURVES_LABEL)
-    fig = _curves(run_dir) if kind == "curves" else DRAW[kind](_test_set(run_dir, options), options)
+    # Reconstructions pass x through every latent: any one will do to encode, so several need no --site.
+    fig = _curves(run_dir) if kind == "curves" else DRAW[kind](_test_set(run_dir, options, kind in ANY_SITE), options)
     out = Path(out) if out else run_dir / f"{kind}.png"
     plots.save_figure(fig, out)
     return out

@@ -34,14 +34,17 @@ def repeat_inputs(inputs: Inputs, repeats: int) -> Inputs:
     return tuple(v.repeat_interleave(repeats, dim=0) for v in inputs)
 
 
-def encode(guide: Callable, batches: Iterable[Batch], *, site: str | None = None) -> tuple[str, torch.Tensor]:
+def encode(
+    guide: Callable, batches: Iterable[Batch], *, site: str | None = None, first: bool = False
+) -> tuple[str, torch.Tensor]:
     """A latent site of the guide and the posterior means of the data there, ``(N, D)``.
 
     :param batches: chunks of x, or ``(x, y)`` with the labels the guide reads.
-    :param site: the latent to encode; ``None``: the guide's only one (a guide with several needs it named).
+    :param site: the latent to encode; ``None``: the guide's only one (a guide with several needs it named,
+        unless ``first``: then the first it samples).
     """
     means = posterior_means(guide, batches)
-    if site is None and len(means) != 1:
+    if site is None and len(means) != 1 and not first:
         raise ValueError(f"this guide has the latent sites {sorted(means)}; choose one (--site)")
     if site is not None and site not in means:
         raise ValueError(f"no latent site {site!r}; this guide has {sorted(means)}")

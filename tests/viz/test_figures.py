@@ -178,5 +178,6 @@ def test_a_model_with_several_latents_draws_the_one_named_by_site(amat_dir: Path
             assert image.format == "PNG"
     assert cli.main(["plot", str(out), "--kind", "manifold", "--site", "z1"]) == 2
     assert "needs a 2-D latent, z1 has D = 4" in capsys.readouterr().err
+    assert cli.main(["plot", str(out), "--kind", "reconstructions", "--out", str(tmp_path / "r.png")]) == 0  # no site
     assert cli.main(["plot", str(out), "--kind", "samples", "--site", "z3"]) == 2
     assert "--site z3: no such latent; this model has z1, z2" in capsys.readouterr().err
