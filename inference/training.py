@@ -24,7 +24,8 @@ import functools
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -257,21 +258,25 @@ class Trainer:
             restore the last :meth:`state_dict` to continue exactly).
         :raises Diverged: when a loss, a parameter or the epoch's ELBO is not finite.
         """
-        cfg, epoch = self.config, self.epoch + 1
+        epoch = self.epoch + 1
         with pyro.validation_enabled(False), warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Encountered NaN")  # Pyro's warning; Diverged reports it
             steps = self._steps(epoch, stop)
             if steps is None:
                 return None
             total, beta, seconds = steps
-            count = self.steps_per_epoch * self.num_data  # as train_loss: the mean over steps of the per-datapoint term
-            aux = {f"aux_{name}": float(value) / count for name, value in self._aux_sums.items()}
-            train, test = (
-                evaluate_elbo(
-                    self.model, self.guide, self.data.eval_batches(split, cfg.eval_batch_size, labels=self.labels)
-                )
-                for split in ("train", "test")
-            )
+            with evaluating(self.model, self.guide):  # the model evaluated as it is, not as it trains
+                return self._evaluated(epoch, total, beta, seconds)
+
+    def _evaluated(self, epoch: int, total: float, beta: float, seconds: float) -> dict[str, float]:
+        """The epoch's row: the ELBO of both splits, the diagnostics and metrics, appended to :attr:`history`."""
+        batch_size = self.config.eval_batch_size
+        count = self.steps_per_epoch * self.num_data  # as train_loss: the mean over steps of the per-datapoint term
+        aux = {f"aux_{name}": float(value) / count for name, value in self._aux_sums.items()}
+        train, test = (
+            evaluate_elbo(self.model, self.guide, self.data.eval_batches(split, batch_size, labels=self.labels))
+            for split in ("train", "test")
+        )
         if not (params_finite() and math.isfinite(train["elbo"]) and math.isfinite(test["elbo"])):
             # the last step's update overflowed: no loss shows it yet
             raise Diverged(epoch=epoch, step=epoch * self.steps_per_epoch, last_finite_loss=self.last_finite_loss)
@@ -408,6 +413,21 @@ class Trainer:
             group["lr"] = lr
         self.history = list(state["history"])
         _set_rng_state(state["rng"])
+
+
+@contextmanager
+def evaluating(*programs: Callable) -> Iterator[None]:
+    """The ``nn.Module`` s among ``programs`` in eval mode inside (a relaxed categorical latent is then
+    enumerated, a denoising autoencoder's input is not corrupted), their modes restored after."""
+    modules = [fn for fn in map(unwrapped, programs) if isinstance(fn, nn.Module)]
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes, strict=True):
+            m.train(mode)
 
 
 def register_params(model: Callable, guide: Callable, *args: torch.Tensor, **kwargs) -> dict[str, torch.Tensor]:

@@ -37,7 +37,7 @@ def choices(command: str | None) -> dict[str, tuple[str, ...] | None]:
     Only the command named on the command line reads them (they import torch and matplotlib), so that
     ``pyrovae --help`` answers at once; for the others every choice is ``None`` (not checked, not shown).
     """
-    names = ("dataset", "objective", "activation", "model", "likelihood", "guide", "kind")
+    names = ("dataset", "objective", "activation", "model", "likelihood", "guide", "kind", "discrete")
     if command == "train":
         from pyrovae import families, spec
         from pyrovae.data import DATASETS
@@ -47,6 +47,7 @@ def choices(command: str | None) -> dict[str, tuple[str, ...] | None]:
         stochastic = [n for n in families.names("guide") if not families.get(n, "guide").capabilities.deterministic]
         guides = ("diag", *(n for n in stochastic if n not in ("diag", "normal")))  # diag is the Normal's name
         found = (DATASETS, OBJECTIVES, tuple(ACTIVATIONS), spec.BUILTIN, families.names("likelihood"), guides, None)
+        found += (spec.ESTIMATORS,)
         return dict(zip(names, found, strict=True))
     if command == "plot":
         from pyrovae.viz.figures import KINDS
@@ -219,6 +220,13 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
         "--corruption",
         default=keep,
         help="dae input corruption: mask:P | gaussian:SIGMA (default: none; the dae's: mask:0.3)",
+    )
+    model.add_argument(
+        "--discrete",
+        default=keep,
+        choices=choice["discrete"],
+        help="how the categorical latents (gmvae's y) train: summed exactly, or through their Concrete "
+        "relaxation, plain or straight-through (default: enumerate)",
     )
     train.set_defaults(**dict.fromkeys(unset, UNSET))
 

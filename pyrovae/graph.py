@@ -86,6 +86,8 @@ class LatentGraph(nn.Module):
     :param partial: partially observed discrete latents, name -> number of classes (M2's y):
         passed as class indices after the observed labels, -1 where unknown; a known value
         pins the latent there (:meth:`sample`'s ``known``), an unknown one is enumerated.
+    :param relaxed: categorical latents trained through a continuous relaxation, name ->
+        ``(temperature, straight_through)`` (:meth:`sample`); enumerated when not training.
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class LatentGraph(nn.Module):
         autoencoder: bool = False,
         observed: Mapping[str, int] | None = None,
         partial: Mapping[str, int] | None = None,
+        relaxed: Mapping[str, tuple[float, bool]] | None = None,
     ) -> None:
         super().__init__()
         missing = sorted({n.module for n in nodes} - set(conditionals))
@@ -107,6 +110,7 @@ class LatentGraph(nn.Module):
         self.inputs = dict(inputs or {})
         self.observed = dict(observed or {})
         self.partial = dict(partial or {})
+        self.relaxed = dict(relaxed or {})
         self.autoencoder = autoencoder
 
     @property
@@ -169,6 +173,10 @@ class LatentGraph(nn.Module):
         fn = module(*(values[p] for p in node.parents))
         if known is not None:
             fn = pin(fn, known)
+        if self.training and node.site in self.relaxed and obs is None:  # a point of the simplex, not a class
+            value = pyro.sample(node.site, relax(fn, *self.relaxed[node.site]))
+            values[node.site] = value
+            return value
         family = getattr(module, "family", None)
         discrete = obs is None and family is not None and family.capabilities.support == "class"
         enumerated = discrete and family.capabilities.enumerable
@@ -179,6 +187,19 @@ class LatentGraph(nn.Module):
     def beta(self, beta: float) -> float:
         """The KL weight on the latent sites: 0 (masked) for the autoencoders."""
         return 0.0 if self.autoencoder else beta
+
+
+def relax(fn: dist.Categorical, temperature: float, straight_through: bool) -> dist.Distribution:
+    """The Concrete (Gumbel-softmax) relaxation of ``fn`` at ``temperature``: reparameterized samples on the
+    simplex, whose density the objectives use while training; ``straight_through``: the sample rounded to
+    its one-hot class in the forward pass, the relaxed sample's gradient in the backward one.
+
+    References: C. J. Maddison, A. Mnih, Y. W. Teh, "The Concrete Distribution", ICLR 2017; E. Jang, S. Gu,
+    B. Poole, "Categorical Reparameterization with Gumbel-Softmax", ICLR 2017 (the straight-through variant).
+    """
+    temperature = torch.tensor(temperature, dtype=fn.logits.dtype, device=fn.logits.device)
+    kind = dist.RelaxedOneHotCategoricalStraightThrough if straight_through else dist.RelaxedOneHotCategorical
+    return kind(temperature, logits=fn.logits)
 
 
 PINNED = -1e30  # the log-probability of the values a known label rules out: 0 in exp, and 0 * PINNED = 0

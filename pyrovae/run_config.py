@@ -33,7 +33,7 @@ from pyrovae.inference.training import TrainConfig
 from pyrovae.model_file import check_same, load_programs
 
 OVERRIDES = ("latent_dim", "hidden", "activation", "likelihood", "obs_scale", "min_obs_scale", "guide", "arch")
-OVERRIDES += ("corruption",)  # the command line's model options (pyrovae.spec.with_options)
+OVERRIDES += ("corruption", "discrete")  # the command line's model options (pyrovae.spec.with_options)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from pyrovae.errors import (
 )
 from pyrovae.inference.diagnostics import posterior_means
 from pyrovae.inference.objectives import AuxiliaryLoss
-from pyrovae.inference.training import Diverged, TrainConfig, Trainer
+from pyrovae.inference.training import Diverged, TrainConfig, Trainer, evaluating
 from pyrovae.primitives import batch_args
 from pyrovae.run_config import RunConfig, build_model, device_name, model_spec, resolve_device
 from pyrovae.store import (
@@ -118,7 +118,8 @@ def train_run(
             while trainer.epoch < config.train.epochs:
                 row = _train_epoch(trainer, out, received)
                 if row["epoch"] in config.snapshot_epochs:  # before the checkpoint, which commits the epoch
-                    save_snapshots(model, guide, data, out, row["epoch"])
+                    with evaluating(model, guide):
+                        save_snapshots(model, guide, data, out, row["epoch"])
                 state = {
                     "config": dataclasses.asdict(config),
                     "data_dim": data.data_dim,
@@ -132,7 +133,8 @@ def train_run(
                 print(epoch_line(row, model.probabilistic), flush=True)
                 if received:  # the signal came during evaluation or saving: the epoch is safe
                     raise _interrupted(out, received[0], trainer.epoch)
-        save_figures(model, guide, data, out)
+        with evaluating(model, guide):  # drawn as the trained model is evaluated
+            save_figures(model, guide, data, out)
     return trainer.history
 
 

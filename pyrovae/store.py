@@ -216,7 +216,8 @@ def load_run(run_dir: str | Path, device: str = "auto", *, model_file: str | Non
         else:
             load_networks((model, guide), trainer["params"])
         model, guide = model.to(resolve_device(device)), guide.to(resolve_device(device))
-        guide.eval()  # a trained run is evaluated without the denoising autoencoder's input corruption
+        model.eval()  # a trained run is evaluated as it is: a relaxed categorical latent enumerated,
+        guide.eval()  # and the denoising autoencoder's input not corrupted
     return LoadedRun(config, model, guide, image_shape)
 
 

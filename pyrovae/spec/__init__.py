@@ -30,11 +30,12 @@ References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 20
 from pyrovae.spec.builder import build, check_label_classes
 from pyrovae.spec.options import to_table, with_options
 from pyrovae.spec.reader import builtin_path, load, order, parse, read, tomllib
-from pyrovae.spec.tree import ARCHS, BUILTIN, LatentSpec, ModelSpec, NetSpec, ObservedSpec, SpecError
+from pyrovae.spec.tree import ARCHS, BUILTIN, ESTIMATORS, LatentSpec, ModelSpec, NetSpec, ObservedSpec, SpecError
 
 __all__ = [
     "ARCHS",
     "BUILTIN",
+    "ESTIMATORS",
     "LatentSpec",
     "ModelSpec",
     "NetSpec",

@@ -143,6 +143,9 @@ def build(
     autoencoder = spec.deterministic
     x = Node("x", spec.x.given, "decoder")
     partial = {z.name: z.size for z in spec.latents if z.partial}
+    relaxed = {
+        z.name: (z.temperature, z.estimator == "straight-through") for z in spec.latents if z.estimator != "enumerate"
+    }
     discrete = {z.name: z.size for z in spec.latents if spec.prior_family(z).capabilities.support == "class"}
     model = LatentModel(
         model_nodes,
@@ -153,9 +156,10 @@ def build(
         labels=label_nodes,
         partial=partial,
         discrete=discrete,
+        relaxed=relaxed,
     )
     observed = {o.name: o.classes for o in spec.observed}
     guide = AmortizedGuide(
-        guide_nodes, guide_modules, inputs, autoencoder=autoencoder, observed=observed, partial=partial
+        guide_nodes, guide_modules, inputs, autoencoder=autoencoder, observed=observed, partial=partial, relaxed=relaxed
     )
     return model, guide

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from pyrovae.spec.reader import check_spec, family_name, make_likelihood
-from pyrovae.spec.tree import ModelSpec, SpecError
+from pyrovae.spec.tree import ESTIMATORS, LatentSpec, ModelSpec, SpecError
 
 
 def with_options(spec: ModelSpec, **options: Any) -> ModelSpec:
@@ -15,10 +15,12 @@ def with_options(spec: ModelSpec, **options: Any) -> ModelSpec:
     :param options: ``latent_dim`` (one size per latent, in the spec's order),
         ``hidden`` (every network: encoders as given, generative networks
         reversed), ``likelihood``, ``obs_scale``, ``min_obs_scale``, ``guide``,
-        ``arch``, ``activation``, ``corruption``.
+        ``arch``, ``activation``, ``corruption``, ``discrete`` (every categorical latent's estimator).
     """
     o = {k: v for k, v in options.items() if v is not None}
     latents = list(spec.latents)
+    if "discrete" in o:
+        latents = _with_estimator(latents, o["discrete"])
     if "latent_dim" in o:
         if len(o["latent_dim"]) != len(latents):
             names = ", ".join(z.name for z in latents)
@@ -50,6 +52,18 @@ def with_options(spec: ModelSpec, **options: Any) -> ModelSpec:
     return check_spec(dataclasses.replace(spec, latents=tuple(latents), x=x, likelihood=lik, **fields))
 
 
+def _with_estimator(latents: list[LatentSpec], estimator: str) -> list[LatentSpec]:
+    """``--discrete ESTIMATOR``: every categorical latent trained so (the partially observed stay enumerated)."""
+    if estimator not in ESTIMATORS:
+        raise SpecError(f"--discrete: unknown {estimator!r}; choose from {', '.join(ESTIMATORS)}")
+    categorical = [z for z in latents if z.encoder.family == "categorical"]
+    if not categorical:
+        raise SpecError("--discrete: this model has no categorical latent")
+    if estimator != "enumerate" and any(z.partial for z in categorical):
+        raise SpecError(f"--discrete {estimator}: a partially observed latent is enumerated")
+    return [dataclasses.replace(z, estimator=estimator) if z in categorical else z for z in latents]
+
+
 def to_table(spec: ModelSpec) -> dict[str, Any]:
     """The spec table of a resolved :class:`ModelSpec`, every value written out: ``parse(to_table(s)) == s``.
 
@@ -76,6 +90,8 @@ def to_table(spec: ModelSpec) -> dict[str, Any]:
             "hidden": list(z.prior.hidden),
             "prior": {"family": z.prior.family or "normal", "learn": z.prior.learn, **dict(z.prior.settings)},
             "partially_observed": z.partial,
+            **({"estimator": z.estimator} if z.encoder.family == "categorical" else {}),
+            **({"temperature": z.temperature} if z.estimator != "enumerate" else {}),
             "encoder": {
                 "given": list(z.encoder.given),
                 "hidden": list(z.encoder.hidden),

@@ -21,6 +21,7 @@ from pyrovae.spec.tree import (
     ARCHS,
     BUILTIN,
     DEFAULT_HIDDEN,
+    ESTIMATORS,
     RESERVED,
     TOP_KEYS,
     LatentSpec,
@@ -177,6 +178,7 @@ def _latent(table: Any, i: int, hidden: tuple[int, ...]) -> LatentSpec:
     if not isinstance(table, Mapping):
         raise SpecError(f"spec: {where}: expected a table ([[latent]])")
     unknown = set(table) - {"name", "size", "given", "hidden", "encoder", "prior", "partially_observed"}
+    unknown -= {"estimator", "temperature"}
     if unknown:
         raise SpecError(f"spec: {where}: unknown keys {sorted(unknown)}")
     partial = table.get("partially_observed", False)
@@ -201,7 +203,25 @@ def _latent(table: Any, i: int, hidden: tuple[int, ...]) -> LatentSpec:
             f"spec: {where}.partially_observed: only a categorical latent can be observed where its label is "
             'known (encoder.family = "categorical", prior = "categorical")'
         )
-    return LatentSpec(name, size, prior, encoder, partial)
+    estimator, temperature = _estimator(table, where, encoder.family == "categorical", partial)
+    return LatentSpec(name, size, prior, encoder, partial, estimator, temperature)
+
+
+def _estimator(table: Mapping, where: str, categorical: bool, partial: bool) -> tuple[str, float]:
+    """A categorical latent's ``estimator`` and ``temperature``, checked; continuous latents have neither."""
+    if not categorical and {"estimator", "temperature"} & set(table):
+        raise SpecError(f"spec: {where}: estimator and temperature apply to categorical latents")
+    estimator = table.get("estimator", "enumerate")
+    if estimator not in ESTIMATORS:
+        raise SpecError(f"spec: {where}.estimator: unknown {estimator!r}; choose from {', '.join(ESTIMATORS)}")
+    temperature = table.get("temperature", 0.5)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 < temperature < math.inf:
+        raise SpecError(f"spec: {where}.temperature: expected a positive number, got {temperature!r}")
+    if "temperature" in table and estimator == "enumerate":
+        raise SpecError(f"spec: {where}.temperature: applies to estimator relaxed or straight-through")
+    if partial and estimator != "enumerate":
+        raise SpecError(f"spec: {where}.estimator: a partially observed latent is enumerated")
+    return estimator, float(temperature)
 
 
 def order(

@@ -12,7 +12,10 @@ from conftest import one_error_line, train
 GMVAE = ["--model", "gmvae", "--latent-dim", "4,2"]  # y of 4 components, z of 2 dimensions
 
 
-@pytest.mark.parametrize("objective", [["--objective", "elbo"], ["--objective", "iwae", "--particles", "3"]])
+@pytest.mark.parametrize(
+    "objective",
+    [["--objective", "elbo"], ["--objective", "iwae", "--particles", "3"], ["--discrete", "straight-through"]],
+)
 def test_gmvae_trains_and_its_bounds_rise_with_k(amat_dir: Path, tmp_path: Path, capsys, objective):
     out = tmp_path / "run"
     assert train(amat_dir, out, *GMVAE, "--epochs", "2", *objective) == 0

@@ -9,13 +9,16 @@ import math
 
 import pytest
 import torch
+from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
 from pyrovae import families, spec
 from pyrovae.inference import iwae_bound, log_weights
 from pyrovae.inference.clustering import categorical_sites, clustering_accuracy
 from pyrovae.inference.diagnostics import active_units, posterior_means
-from pyrovae.inference.log_weights import elbo_terms
+from pyrovae.inference.log_weights import elbo_terms, enumerated_sites
+from pyrovae.inference.trace_elbo import TraceELBO
+from pyrovae.inference.training import evaluating
 
 K, Z, D = 3, 2, 4
 MIXTURE = f"""likelihood = "gaussian"
@@ -105,3 +108,44 @@ def test_clustering_accuracy_matches_clusters_to_classes_one_to_one(clusters, la
 def test_a_discrete_latent_needs_a_discrete_prior_and_guide():
     with pytest.raises(spec.SpecError, match="a discrete latent needs a categorical prior and guide"):
         spec.parse(spec.tomllib.loads(MIXTURE.replace('prior = "categorical"', 'prior = "normal"')))
+
+
+def relaxed_mixture(estimator: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(0)
+    text = MIXTURE.replace('name = "y"\n', f'name = "y"\nestimator = "{estimator}"\ntemperature = 0.3\n')
+    return spec.build(spec.tomllib.loads(text))
+
+
+@pytest.mark.parametrize("estimator", ["relaxed", "straight-through"])
+def test_a_relaxed_latent_trains_on_the_simplex_and_is_enumerated_when_evaluated(estimator: str):
+    model, guide = relaxed_mixture(estimator)
+    x = torch.randn(6, D)
+    assert not enumerated_sites(model, guide, x)  # training: a reparameterized sample, nothing to sum
+    y = poutine.trace(guide).get_trace(x).nodes["y"]
+    assert y["fn"].has_rsample and y["value"].shape == (6, K) and torch.allclose(y["value"].sum(-1), torch.ones(6))
+    one_hot = bool(((y["value"] == 0) | (y["value"] == 1)).all())
+    assert one_hot == (estimator == "straight-through")  # rounded forward, relaxed backward
+    loss = TraceELBO().differentiable_loss(model, guide, x)
+    loss.backward()
+    assert guide.conditionals["encoder_y"].net[0].weight.grad.abs().sum() > 0  # pathwise, through the sample
+    discrete = mixture()  # the same networks (the same seed), y enumerated
+    with evaluating(model, guide):  # the discrete model the relaxation trains: y summed exactly
+        assert enumerated_sites(model, guide, x) == ["y"]
+        torch.manual_seed(1)
+        relaxed_bound = log_weights(model, guide, x, num_particles=5)
+    torch.manual_seed(1)
+    torch.testing.assert_close(relaxed_bound, log_weights(*discrete, x, num_particles=5).detach())
+    assert model.training and guide.training  # restored
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("size = 3\nprior", "size = 3\ntemperature = 2\nprior"), "applies to estimator relaxed or straight-through"),
+        (('size = 2\ngiven = ["y"]', 'size = 2\nestimator = "relaxed"\ngiven = ["y"]'), "apply to categorical latents"),
+        (("size = 3\nprior", 'size = 3\nestimator = "rebar"\nprior'), "unknown 'rebar'; choose from enumerate"),
+    ],
+)
+def test_estimators_are_checked_where_they_are_given(change, message: str):
+    with pytest.raises(spec.SpecError, match=message):
+        spec.parse(spec.tomllib.loads(MIXTURE.replace(*change)))
