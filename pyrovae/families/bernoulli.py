@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
+from pyro.ops.provenance import ProvenanceTensor
 from torch.distributions.utils import broadcast_all
 
 from pyrovae.families import register
@@ -49,10 +50,18 @@ class Bernoulli(dist.Bernoulli):
     """Pyro's ``Bernoulli`` with a faster ``log_prob`` (the same values and gradients)."""
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """x l - softplus(l) elementwise, by :class:`_BernoulliLogProb`."""
+        """x l - softplus(l) elementwise, by :class:`_BernoulliLogProb`.
+
+        Tensors that carry Pyro's provenance (``TraceGraph_ELBO`` tracks which sampled sites a value
+        depends on) take the formula in plain torch instead: an ``autograd.Function`` would unwrap them,
+        and the gradient would not reach the logits.
+        """
         if self._validate_args:
             self._validate_sample(value)
-        return _BernoulliLogProb.apply(*broadcast_all(self.logits, value))
+        logits, value = broadcast_all(self.logits, value)
+        if isinstance(logits, ProvenanceTensor) or isinstance(value, ProvenanceTensor):
+            return value * logits - torch.nn.functional.softplus(logits)
+        return _BernoulliLogProb.apply(logits, value)
 
 
 @register
