@@ -22,7 +22,7 @@ from pyro.infer import ELBO, TraceEnum_ELBO
 from pyrovae.errors import FLOAT32_MAX, FieldError, check_choice, check_float, check_int
 from pyrovae.inference.iwae import GRADIENTS, IWAE
 from pyrovae.inference.renyi import RenyiBound
-from pyrovae.inference.trace_elbo import TraceELBO, TraceMeanFieldELBO
+from pyrovae.inference.trace_elbo import TraceELBO, TraceGraphELBO, TraceMeanFieldELBO
 
 
 def _elbo(*, num_particles: int = 1, max_plate_nesting: int = 1) -> ELBO:
@@ -82,7 +82,9 @@ def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
-def make_objective(name: str, *, max_plate_nesting: int = 1, enumerated: bool = False, **options: Any) -> ELBO:
+def make_objective(
+    name: str, *, max_plate_nesting: int = 1, enumerated: bool = False, baselines: bool = False, **options: Any
+) -> ELBO:
     """Build the objective ``name`` of :data:`OBJECTIVES` with its ``options`` (particles vectorized).
 
     :param name: ``"elbo"`` (Pyro's ``Trace_ELBO``: Monte-Carlo KL), ``"mf-elbo"`` (Pyro's
@@ -93,6 +95,9 @@ def make_objective(name: str, *, max_plate_nesting: int = 1, enumerated: bool = 
         ``"elbo"`` is then Pyro's ``TraceEnum_ELBO``, which sums them exactly; ``"iwae"`` and ``"renyi"``
         sum them inside each weight (:func:`~pyrovae.inference.log_weights.log_weights`); ``"mf-elbo"``,
         which would sample them, is refused.
+    :param baselines: the guide has score-function sites with baselines (``infer={"baseline": ...}``, NVIL):
+        ``"elbo"`` is then Pyro's ``TraceGraph_ELBO`` (:class:`~.trace_elbo.TraceGraphELBO`), which fits and
+        subtracts them; the other objectives, whose multi-sample estimator (VIMCO) is not built, are refused.
     :param options: the objective's own (:func:`objective_options`): ``num_particles`` (every
         objective: samples of z per datapoint, drawn in one vectorized pass), ``gradient``
         (iwae: ``"standard"`` or ``"dreg"``), ``alpha`` (renyi).
@@ -104,13 +109,22 @@ def make_objective(name: str, *, max_plate_nesting: int = 1, enumerated: bool = 
             "objective mf-elbo does not enumerate discrete latents (Pyro's TraceMeanField_ELBO would sample "
             "them); use elbo, which sums them exactly, or iwae"
         )
+    if baselines and name != "elbo":
+        raise ValueError(
+            f"objective {name} needs a reparameterized guide, and a score-function latent (estimator score) is not: "
+            "use elbo, or another estimator (enumerate, relaxed)"
+        )
+    if baselines and not enumerated:
+        return TraceGraphELBO(num_particles=options["num_particles"], max_plate_nesting=max_plate_nesting)
     if enumerated and name == "elbo":
         k = options["num_particles"]
         return TraceEnum_ELBO(num_particles=k, vectorize_particles=k > 1, max_plate_nesting=max_plate_nesting)
     return OBJECTIVES[name](max_plate_nesting=max_plate_nesting, **options)
 
 
-def as_objective(objective: Any, options: Mapping[str, Any] | None = None, *, enumerated: bool = False) -> ELBO:
+def as_objective(
+    objective: Any, options: Mapping[str, Any] | None = None, *, enumerated: bool = False, baselines: bool = False
+) -> ELBO:
     """``objective`` itself when it has ``differentiable_loss``, else the objective it names, built with ``options``.
 
     :param objective: an ELBO-like object (``pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)``, ...)
@@ -118,7 +132,7 @@ def as_objective(objective: Any, options: Mapping[str, Any] | None = None, *, en
     :raises TypeError: when ``objective`` is neither.
     """
     if isinstance(objective, str):
-        return make_objective(objective, enumerated=enumerated, **(options or {}))
+        return make_objective(objective, enumerated=enumerated, baselines=baselines, **(options or {}))
     if not callable(getattr(objective, "differentiable_loss", None)):
         raise TypeError(
             f"objective must be a name in {', '.join(OBJECTIVES)} or have differentiable_loss(model, guide, *args) "

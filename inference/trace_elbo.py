@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import is_identically_zero, scale_and_mask
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.trace_struct import Trace
 
 
@@ -56,6 +56,22 @@ class TraceELBO(Trace_ELBO):
                 particle = _surrogate(self._differentiable_loss_particle(model_trace, guide_trace))
             loss = loss + particle / self.num_particles
         return loss
+
+
+class TraceGraphELBO(TraceGraph_ELBO):
+    """Pyro's ``TraceGraph_ELBO`` (score-function gradients, Rao-Blackwellized by the dependency graph, with
+    the baselines a guide's sites declare) with a ``differentiable_loss``: the negative ELBO's value and the
+    gradient of Pyro's surrogate, baseline losses included, so that one optimizer step fits the baselines too.
+
+    References: A. Mnih, K. Gregor, "Neural Variational Inference and Learning in Belief Networks", ICML 2014
+    (NVIL's input-dependent baseline); J. Schulman et al., "Gradient Estimation Using Stochastic Computation
+    Graphs", NeurIPS 2015.
+    """
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
+        """The negative ELBO, averaged over particles; its gradient the surrogate's (with the baselines')."""
+        elbo, surrogate = self._loss_and_surrogate_loss(model, guide, args, kwargs)
+        return -torch.as_tensor(elbo).detach() + (surrogate - surrogate.detach())
 
 
 class TraceMeanFieldELBO(TraceMeanField_ELBO):

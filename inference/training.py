@@ -187,8 +187,11 @@ class Trainer:
         self.params = register_params(*self._programs(1.0), *first)  # name -> tensor
         with torch.random.fork_rng(devices=[data.device] if data.device.type == "cuda" else []):
             self.enumerated = enumerated_sites(model, guide, *first)  # summed exactly by the named objectives
+            baselines = bool(baseline_sites(guide, *first))  # score-function sites with NVIL's baselines
         name_or_objective = config.objective if objective is None else objective
-        self.objective = as_objective(name_or_objective, config.objective_options, enumerated=bool(self.enumerated))
+        self.objective = as_objective(
+            name_or_objective, config.objective_options, enumerated=bool(self.enumerated), baselines=baselines
+        )
         with torch.random.fork_rng(devices=[data.device] if data.device.type == "cuda" else []):
             self.can_collapse = bool(stochastic_latents(guide, *first))  # False for point-mass (autoencoder) guides
             self.global_latents = global_latents(model, guide, *first)  # outside the data plate: not diagnosed
@@ -452,6 +455,12 @@ def register_params(model: Callable, guide: Callable, *args: torch.Tensor, **kwa
                 "uses; call pyro.clear_param_store() before building a new model"
             )
     return params
+
+
+@torch.no_grad()
+def baseline_sites(guide: Callable, *args: torch.Tensor) -> list[str]:
+    """The guide's sample sites with a score-function baseline (``infer={"baseline": ...}``)."""
+    return [site["name"] for site in sample_sites(poutine.trace(guide).get_trace(*args)) if "baseline" in site["infer"]]
 
 
 @torch.no_grad()

@@ -48,7 +48,7 @@ class LatentModel(LatentGraph):
         alone in the enumerated sum, so its terms are those of p(x, y = label); elsewhere y is summed.
     :param discrete: the categorical latents, name -> classes (a gmvae's y), which generation can be
         conditioned on (``pyrovae sample --label``).
-    :param relaxed: categorical latents trained through their Concrete relaxation (see :class:`LatentGraph`).
+    :param estimators: categorical latents trained other than enumerated (see :class:`LatentGraph`).
     """
 
     def __init__(
@@ -62,12 +62,18 @@ class LatentModel(LatentGraph):
         labels: Sequence[tuple[Node, int]] = (),
         partial: Mapping[str, int] | None = None,
         discrete: Mapping[str, int] | None = None,
-        relaxed: Mapping[str, tuple[float, bool]] | None = None,
+        estimators: Mapping[str, tuple[str, float]] | None = None,
     ) -> None:
         observed = {node.site: classes for node, classes in labels}
         nodes = [*latents, observation, *(node for node, _ in labels)]
         super().__init__(
-            nodes, conditionals, inputs, autoencoder=autoencoder, observed=observed, partial=partial, relaxed=relaxed
+            nodes,
+            conditionals,
+            inputs,
+            autoencoder=autoencoder,
+            observed=observed,
+            partial=partial,
+            estimators=estimators,
         )
         self.num_latents = len(latents)
         self.discrete = {**dict(discrete or {}), **self.partial}  # categorical latents, name -> classes

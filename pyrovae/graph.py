@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyrovae.nets import broadcast_cat
+
 
 @dataclass(frozen=True)
 class Node:
@@ -86,8 +88,12 @@ class LatentGraph(nn.Module):
     :param partial: partially observed discrete latents, name -> number of classes (M2's y):
         passed as class indices after the observed labels, -1 where unknown; a known value
         pins the latent there (:meth:`sample`'s ``known``), an unknown one is enumerated.
-    :param relaxed: categorical latents trained through a continuous relaxation, name ->
-        ``(temperature, straight_through)`` (:meth:`sample`); enumerated when not training.
+    :param estimators: categorical latents trained other than enumerated, name -> ``(estimator,
+        temperature)``: ``relaxed`` or ``straight-through`` (:func:`relax`), or ``score`` (sampled: a
+        score-function gradient, with NVIL's baseline where ``baselines`` has one); enumerated when not
+        training.
+    :param baselines: name -> network of the node's parents to a scalar: NVIL's input-dependent
+        baseline, which Pyro's ``TraceGraph_ELBO`` fits and subtracts (Mnih & Gregor, 2014).
     """
 
     def __init__(
@@ -99,7 +105,8 @@ class LatentGraph(nn.Module):
         autoencoder: bool = False,
         observed: Mapping[str, int] | None = None,
         partial: Mapping[str, int] | None = None,
-        relaxed: Mapping[str, tuple[float, bool]] | None = None,
+        estimators: Mapping[str, tuple[str, float]] | None = None,
+        baselines: Mapping[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         missing = sorted({n.module for n in nodes} - set(conditionals))
@@ -110,7 +117,8 @@ class LatentGraph(nn.Module):
         self.inputs = dict(inputs or {})
         self.observed = dict(observed or {})
         self.partial = dict(partial or {})
-        self.relaxed = dict(relaxed or {})
+        self.estimators = dict(estimators or {})
+        self.baselines = nn.ModuleDict(baselines or {})
         self.autoencoder = autoencoder
 
     @property
@@ -132,6 +140,8 @@ class LatentGraph(nn.Module):
         """``pyro.module`` every conditional under its key."""
         for key, module in self.conditionals.items():
             pyro.module(key, module)
+        for site, module in self.baselines.items():
+            pyro.module(f"baseline_{site}", module)
 
     def start(self, x: torch.Tensor | None, labels: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """The values nodes can read before any is sampled: x and the one-hot labels (the inputs, and the
@@ -173,16 +183,26 @@ class LatentGraph(nn.Module):
         fn = module(*(values[p] for p in node.parents))
         if known is not None:
             fn = pin(fn, known)
-        if self.training and node.site in self.relaxed and obs is None:  # a point of the simplex, not a class
-            value = pyro.sample(node.site, relax(fn, *self.relaxed[node.site]))
+        estimator, temperature = self.estimators.get(node.site, ("enumerate", 0.0))
+        if self.training and estimator in ("relaxed", "straight-through") and obs is None:  # a point of the simplex
+            value = pyro.sample(node.site, relax(fn, temperature, estimator == "straight-through"))
             values[node.site] = value
             return value
         family = getattr(module, "family", None)
         discrete = obs is None and family is not None and family.capabilities.support == "class"
-        enumerated = discrete and family.capabilities.enumerable
-        value = pyro.sample(node.site, fn, obs=obs, infer={"enumerate": "parallel"} if enumerated else {})
+        infer = {"enumerate": "parallel"} if discrete and family.capabilities.enumerable else {}
+        if self.training and estimator == "score" and obs is None:  # sampled; its gradient the score function's
+            infer = self._baseline(node.site, [values[p] for p in node.parents])
+        value = pyro.sample(node.site, fn, obs=obs, infer=infer)
         values[node.site] = F.one_hot(value, fn.logits.shape[-1]).to(fn.logits.dtype) if discrete else value
         return value
+
+    def _baseline(self, site: str, parents: list[torch.Tensor]) -> dict:
+        """The ``infer`` of a score-function site: NVIL's baseline b(parents) ``(..., B)``, where there is one."""
+        if site not in self.baselines:
+            return {}
+        net = self.baselines[site]
+        return {"baseline": {"nn_baseline": lambda h: net(h).squeeze(-1), "nn_baseline_input": broadcast_cat(parents)}}
 
     def beta(self, beta: float) -> float:
         """The KL weight on the latent sites: 0 (masked) for the autoencoders."""

@@ -249,6 +249,13 @@ def _check_objective(config: RunConfig, model: spec.ModelSpec) -> None:
             f"latent {partial[0].name!r} is observed where its label is known, and {config.dataset} has no labels; "
             f"use a labelled data set: {', '.join(LABELLED)}"
         )
+    score = [z.name for z in model.latents if z.estimator == "score"]
+    if score and config.train.objective != "elbo":
+        raise UsageError(
+            f"--objective {config.train.objective} needs a reparameterized guide, and latent {score[0]!r} trains by "
+            "the score function (--discrete score); use --objective elbo (NVIL's baseline), or --discrete "
+            "enumerate or relaxed"
+        )
     discrete = [z.name for z in model.latents if model.guide_family(z).capabilities.enumerable]
     if config.train.objective == "mf-elbo" and discrete:
         raise UsageError(

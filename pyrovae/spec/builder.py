@@ -143,8 +143,11 @@ def build(
     autoencoder = spec.deterministic
     x = Node("x", spec.x.given, "decoder")
     partial = {z.name: z.size for z in spec.latents if z.partial}
-    relaxed = {
-        z.name: (z.temperature, z.estimator == "straight-through") for z in spec.latents if z.estimator != "enumerate"
+    estimators = {z.name: (z.estimator, z.temperature) for z in spec.latents if z.estimator != "enumerate"}
+    baselines = {  # NVIL's input-dependent baseline b(parents) of each score-function latent, an MLP of its encoder's
+        z.name: make_net(sum(dims[p] for p in z.encoder.given), 1, z.encoder.hidden, spec.activation)
+        for z in spec.latents
+        if z.estimator == "score"
     }
     discrete = {z.name: z.size for z in spec.latents if spec.prior_family(z).capabilities.support == "class"}
     model = LatentModel(
@@ -156,10 +159,17 @@ def build(
         labels=label_nodes,
         partial=partial,
         discrete=discrete,
-        relaxed=relaxed,
+        estimators=estimators,
     )
     observed = {o.name: o.classes for o in spec.observed}
     guide = AmortizedGuide(
-        guide_nodes, guide_modules, inputs, autoencoder=autoencoder, observed=observed, partial=partial, relaxed=relaxed
+        guide_nodes,
+        guide_modules,
+        inputs,
+        autoencoder=autoencoder,
+        observed=observed,
+        partial=partial,
+        estimators=estimators,
+        baselines=baselines,
     )
     return model, guide

@@ -91,7 +91,7 @@ def to_table(spec: ModelSpec) -> dict[str, Any]:
             "prior": {"family": z.prior.family or "normal", "learn": z.prior.learn, **dict(z.prior.settings)},
             "partially_observed": z.partial,
             **({"estimator": z.estimator} if z.encoder.family == "categorical" else {}),
-            **({"temperature": z.temperature} if z.estimator != "enumerate" else {}),
+            **({"temperature": z.temperature} if z.estimator in ("relaxed", "straight-through") else {}),
             "encoder": {
                 "given": list(z.encoder.given),
                 "hidden": list(z.encoder.hidden),

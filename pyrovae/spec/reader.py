@@ -217,7 +217,7 @@ def _estimator(table: Mapping, where: str, categorical: bool, partial: bool) -> 
     temperature = table.get("temperature", 0.5)
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 < temperature < math.inf:
         raise SpecError(f"spec: {where}.temperature: expected a positive number, got {temperature!r}")
-    if "temperature" in table and estimator == "enumerate":
+    if "temperature" in table and estimator not in ("relaxed", "straight-through"):
         raise SpecError(f"spec: {where}.temperature: applies to estimator relaxed or straight-through")
     if partial and estimator != "enumerate":
         raise SpecError(f"spec: {where}.estimator: a partially observed latent is enumerated")

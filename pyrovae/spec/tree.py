@@ -10,7 +10,7 @@ from pyrovae.models.likelihoods import Likelihood
 
 BUILTIN = ("vae", "cvae", "hvae", "ae", "dae", "gmvae", "m2")  # spec files shipped in pyrovae/models/specs
 ARCHS = ("mlp", "conv")
-ESTIMATORS = ("enumerate", "relaxed", "straight-through")  # how a categorical latent is trained
+ESTIMATORS = ("enumerate", "relaxed", "straight-through", "score")  # how a categorical latent is trained
 DEFAULT_HIDDEN = (400, 400)
 TOP_KEYS = {"description", "likelihood", "guide", "arch", "activation", "hidden", "obs_scale", "min_obs_scale"}
 TOP_KEYS |= {"corruption", "inputs", "latent", "x", "observed"}
@@ -41,7 +41,7 @@ class LatentSpec:
     prior: NetSpec  # p(z | prior.given); a parentless prior (N(0, I) by default) when prior.given is empty
     encoder: NetSpec  # q(z | encoder.given)
     partial: bool = False  # partially_observed: a categorical latent whose label the data carry where known
-    estimator: str = "enumerate"  # a categorical latent's gradient: enumerate | relaxed | straight-through
+    estimator: str = "enumerate"  # a categorical latent's gradient: enumerate | relaxed | straight-through | score
     temperature: float = 0.5  # relaxed, straight-through: the Concrete relaxation's temperature
 
 

@@ -14,7 +14,12 @@ GMVAE = ["--model", "gmvae", "--latent-dim", "4,2"]  # y of 4 components, z of 2
 
 @pytest.mark.parametrize(
     "objective",
-    [["--objective", "elbo"], ["--objective", "iwae", "--particles", "3"], ["--discrete", "straight-through"]],
+    [
+        ["--objective", "elbo"],
+        ["--objective", "iwae", "--particles", "3"],
+        ["--discrete", "straight-through"],
+        ["--discrete", "score"],
+    ],
 )
 def test_gmvae_trains_and_its_bounds_rise_with_k(amat_dir: Path, tmp_path: Path, capsys, objective):
     out = tmp_path / "run"
@@ -47,6 +52,9 @@ def test_evaluate_reports_the_clustering_accuracy_of_q_y_on_labelled_data(tmp_pa
 def test_mf_elbo_is_refused_for_a_discrete_latent(amat_dir: Path, tmp_path: Path, capsys):
     err = one_error_line(capsys, 2, train(amat_dir, tmp_path / "run", *GMVAE, "--objective", "mf-elbo"))
     assert "--objective mf-elbo would sample the discrete latent 'y'" in err and not (tmp_path / "run").exists()
+    score_iwae = ["--discrete", "score", "--objective", "iwae"]
+    err = one_error_line(capsys, 2, train(amat_dir, tmp_path / "run", *GMVAE, *score_iwae))
+    assert "--objective iwae needs a reparameterized guide, and latent 'y' trains by the score function" in err
 
 
 M2 = ["--model", "m2", "--latent-dim", "10,4", "--hidden", "32", "--no-progress"]

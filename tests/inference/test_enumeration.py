@@ -5,6 +5,7 @@ p(x) = sum_y pi_y N(x; m_y, (1 + s^2) I), p(y | x) is proportional to pi_y N(x; 
 and p(z | x, y) = N(v (m_y + x / s^2), v I) with v = s^2 / (1 + s^2).
 """
 
+import functools
 import math
 
 import pyro
@@ -15,6 +16,7 @@ from pyro.infer import TraceEnum_ELBO
 
 from pyrovae.inference import iwae_bound, log_likelihood, log_weights
 from pyrovae.inference.log_weights import elbo_terms
+from pyrovae.inference.trace_elbo import TraceGraphELBO
 
 K, D, B, S = 3, 2, 7, 0.5  # components, dimensions, datapoints, likelihood scale
 PI = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
@@ -142,3 +144,27 @@ def test_enumerating_y_or_sampling_it_gives_the_same_weight_in_expectation():
     assert sampled.std(0).min() > 0.01 * truth.min()  # a real Monte-Carlo estimate ...
     stderr = sampled.std(0) / math.sqrt(20000)
     assert ((sampled.mean(0) - truth).abs() < 4 * stderr).all()  # ... of the same mean
+
+
+def test_the_score_function_gradient_with_a_baseline_is_unbiased():
+    """d ELBO / d W of q(y | x) = softmax(x W): the score-function estimate (TraceGraph_ELBO, y sampled, a
+    constant baseline) averages to the exact gradient (TraceEnum_ELBO, y summed)."""
+    x = data()[:3]
+    program = lambda x: model(x, with_z=False)  # noqa: E731
+
+    def guide(x, baseline: bool):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            infer = {"baseline": {"baseline_value": torch.full((x.shape[0],), -8.0, dtype=x.dtype)}} if baseline else {}
+            pyro.sample("y", dist.Categorical(logits=x @ W), infer=infer)
+
+    exact = torch.autograd.grad(TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(program, y_only_guide, x), W)[0]
+    for baseline in (False, True):
+        sampled = functools.partial(guide, baseline=baseline)
+        estimates = torch.stack(
+            [
+                torch.autograd.grad(TraceGraphELBO().differentiable_loss(program, sampled, xs), W)[0] / 2000
+                for xs in [x.repeat(2000, 1)] * 20
+            ]
+        )  # 20 estimates, each of 2000 draws of y per datapoint
+        stderr = estimates.std(0) / math.sqrt(20)
+        assert ((estimates.mean(0) - exact).abs() < 4 * stderr + 1e-6).all(), (estimates.mean(0), exact)

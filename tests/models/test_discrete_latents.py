@@ -17,7 +17,8 @@ from pyrovae.inference import iwae_bound, log_weights
 from pyrovae.inference.clustering import categorical_sites, clustering_accuracy
 from pyrovae.inference.diagnostics import active_units, posterior_means
 from pyrovae.inference.log_weights import elbo_terms, enumerated_sites
-from pyrovae.inference.trace_elbo import TraceELBO
+from pyrovae.inference.objectives import make_objective
+from pyrovae.inference.trace_elbo import TraceELBO, TraceGraphELBO
 from pyrovae.inference.training import evaluating
 
 K, Z, D = 3, 2, 4
@@ -112,7 +113,8 @@ def test_a_discrete_latent_needs_a_discrete_prior_and_guide():
 
 def relaxed_mixture(estimator: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(0)
-    text = MIXTURE.replace('name = "y"\n', f'name = "y"\nestimator = "{estimator}"\ntemperature = 0.3\n')
+    temperature = "temperature = 0.3\n" if estimator != "score" else ""
+    text = MIXTURE.replace('name = "y"\n', f'name = "y"\nestimator = "{estimator}"\n{temperature}')
     return spec.build(spec.tomllib.loads(text))
 
 
@@ -149,3 +151,21 @@ def test_a_relaxed_latent_trains_on_the_simplex_and_is_enumerated_when_evaluated
 def test_estimators_are_checked_where_they_are_given(change, message: str):
     with pytest.raises(spec.SpecError, match=message):
         spec.parse(spec.tomllib.loads(MIXTURE.replace(*change)))
+
+
+def test_a_score_function_latent_is_sampled_with_nvils_baseline_while_training():
+    model, guide = relaxed_mixture("score")
+    x = torch.randn(6, D)
+    y = poutine.trace(guide).get_trace(x).nodes["y"]
+    assert not y["fn"].has_rsample and y["value"].shape == (6,)  # a class, sampled: the score function's gradient
+    baseline = y["infer"]["baseline"]
+    assert baseline["nn_baseline"](baseline["nn_baseline_input"]).shape == (6,)  # b(x), one per datapoint
+    trainer_objective = make_objective("elbo", baselines=True)
+    assert isinstance(trainer_objective, TraceGraphELBO)
+    loss = trainer_objective.differentiable_loss(model, guide, x)
+    loss.backward()
+    assert guide.baselines["y"][0].weight.grad.abs().sum() > 0  # the baseline is fitted in the same step
+    with pytest.raises(ValueError, match="objective iwae needs a reparameterized guide"):
+        make_objective("iwae", baselines=True)
+    with evaluating(model, guide):
+        assert enumerated_sites(model, guide, x) == ["y"]
