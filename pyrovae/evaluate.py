@@ -82,7 +82,7 @@ def _clustering(
     result = {}
     for site in categorical_sites(run.guide, first):
         predicted = cluster_assignments(run.guide, (x for x, _ in labelled()), site=site)
-        if site in getattr(run.guide, "partial", {}):
+        if site in run.guide.partial:
             result[site] = ("classification", float((predicted == labels).float().mean()))
         else:
             result[site] = ("clustering", clustering_accuracy(predicted, labels))

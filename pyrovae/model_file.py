@@ -155,6 +155,7 @@ class Program(nn.Module):
 
     observed = labels  # no observed labels
     partial = labels  # no partially observed latents
+    discrete = labels  # no categorical latents
 
     @property
     def conditionals(self) -> dict[str, nn.Module]:

@@ -150,7 +150,7 @@ def semi_supervised(
     References: D. P. Kingma, S. Mohamed, D. J. Rezende, M. Welling, "Semi-supervised Learning with Deep
     Generative Models", NeurIPS 2014 (alpha = 0.1 N).
     """
-    partial = getattr(model, "partial", {})
+    partial = model.partial
     if not partial:
         return data, (), {}
     ((site, classes),) = partial.items()
@@ -302,7 +302,7 @@ def sample_program(
     """The model to draw samples from, its inputs and how many: a label input's classes (:func:`sample_inputs`),
     or, for a model with a categorical latent y (a gmvae's, m2's), the model with y fixed to ``label`` (or to
     each class in turn, 8 per class); other models as they are, with no inputs."""
-    discrete = getattr(model, "discrete", {})
+    discrete = model.discrete
     if model.inputs or not discrete:
         inputs = sample_inputs(model, label, n=n, device=device)
         return model, inputs, inputs[0].shape[0] if inputs else n
