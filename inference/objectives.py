@@ -23,6 +23,7 @@ from pyrovae.errors import FLOAT32_MAX, FieldError, check_choice, check_float, c
 from pyrovae.inference.iwae import GRADIENTS, IWAE
 from pyrovae.inference.renyi import RenyiBound
 from pyrovae.inference.trace_elbo import TraceELBO, TraceGraphELBO, TraceMeanFieldELBO
+from pyrovae.inference.vimco import VIMCO
 
 
 def _elbo(*, num_particles: int = 1, max_plate_nesting: int = 1) -> ELBO:
@@ -97,7 +98,8 @@ def make_objective(
         which would sample them, is refused.
     :param baselines: the guide has score-function sites with baselines (``infer={"baseline": ...}``, NVIL):
         ``"elbo"`` is then Pyro's ``TraceGraph_ELBO`` (:class:`~.trace_elbo.TraceGraphELBO`), which fits and
-        subtracts them; the other objectives, whose multi-sample estimator (VIMCO) is not built, are refused.
+        subtracts them; ``"iwae"`` (standard gradient, k >= 2) is L_k with VIMCO's leave-one-out baselines
+        instead (:class:`~.vimco.VIMCO`); ``"mf-elbo"`` and ``"renyi"`` are refused.
     :param options: the objective's own (:func:`objective_options`): ``num_particles`` (every
         objective: samples of z per datapoint, drawn in one vectorized pass), ``gradient``
         (iwae: ``"standard"`` or ``"dreg"``), ``alpha`` (renyi).
@@ -109,10 +111,13 @@ def make_objective(
             "objective mf-elbo does not enumerate discrete latents (Pyro's TraceMeanField_ELBO would sample "
             "them); use elbo, which sums them exactly, or iwae"
         )
+    if baselines and name == "iwae" and options["gradient"] == "standard":
+        return VIMCO(options["num_particles"], max_plate_nesting=max_plate_nesting)  # checks k >= 2
     if baselines and name != "elbo":
         raise ValueError(
-            f"objective {name} needs a reparameterized guide, and a score-function latent (estimator score) is not: "
-            "use elbo, or another estimator (enumerate, relaxed)"
+            f"objective {name}{' with the dreg gradient' if name == 'iwae' else ''} needs a reparameterized guide, "
+            "and a score-function latent (estimator score) is not: use elbo (NVIL), iwae with the standard "
+            "gradient (VIMCO), or another estimator (enumerate, relaxed)"
         )
     if baselines and not enumerated:
         return TraceGraphELBO(num_particles=options["num_particles"], max_plate_nesting=max_plate_nesting)

@@ -88,10 +88,10 @@ class LatentGraph(nn.Module):
     :param partial: partially observed discrete latents, name -> number of classes (M2's y):
         passed as class indices after the observed labels, -1 where unknown; a known value
         pins the latent there (:meth:`sample`'s ``known``), an unknown one is enumerated.
-    :param estimators: categorical latents trained other than enumerated, name -> ``(estimator,
+    :param estimators: discrete latents trained other than enumerated, name -> ``(estimator,
         temperature)``: ``relaxed`` or ``straight-through`` (:func:`relax`), or ``score`` (sampled: a
-        score-function gradient, with NVIL's baseline where ``baselines`` has one); enumerated when not
-        training.
+        score-function gradient, with NVIL's baseline where ``baselines`` has one, or VIMCO's). When not
+        training, a categorical one is enumerated and binary units are sampled.
     :param baselines: name -> network of the node's parents to a scalar: NVIL's input-dependent
         baseline, which Pyro's ``TraceGraph_ELBO`` fits and subtracts (Mnih & Gregor, 2014).
     """
@@ -172,8 +172,9 @@ class LatentGraph(nn.Module):
     ) -> torch.Tensor:
         """Sample (or observe) ``node`` given ``values`` and record its value there.
 
-        A latent of an enumerable family (a categorical y) is enumerated in parallel, so that the
-        objectives and bounds sum over its values exactly; later nodes read it one-hot.
+        A discrete latent (a categorical y, binary units h) is enumerated in parallel unless its estimator
+        says otherwise, so that the objectives and bounds sum over its values exactly; later nodes read a
+        class one-hot.
 
         :param known: a categorical latent's labels ``(B,)``, -1 where unknown: where known, the
             distribution is a point mass on the label (logits -1e30 elsewhere, finite so that a weight
@@ -184,17 +185,21 @@ class LatentGraph(nn.Module):
         if known is not None:
             fn = pin(fn, known)
         estimator, temperature = self.estimators.get(node.site, ("enumerate", 0.0))
-        if self.training and estimator in ("relaxed", "straight-through") and obs is None:  # a point of the simplex
+        if self.training and estimator in ("relaxed", "straight-through") and obs is None:  # a relaxed sample
             value = pyro.sample(node.site, relax(fn, temperature, estimator == "straight-through"))
             values[node.site] = value
             return value
-        family = getattr(module, "family", None)
-        discrete = obs is None and family is not None and family.capabilities.support == "class"
-        infer = {"enumerate": "parallel"} if discrete and family.capabilities.enumerable else {}
+        latent = obs is None and node.site != "x" and node.site not in self.observed  # not data being generated
+        support = discrete_support(module) if latent else None
+        # Enumerated: a latent trained so, and a categorical one whatever its estimator when evaluated (exact
+        # bounds); a large binary layer trained otherwise is sampled when evaluated (importance-sampled).
+        enumerate = support is not None and (estimator == "enumerate" or (support == "class" and not self.training))
+        infer = {"enumerate": "parallel"} if enumerate else {}
         if self.training and estimator == "score" and obs is None:  # sampled; its gradient the score function's
             infer = self._baseline(node.site, [values[p] for p in node.parents])
         value = pyro.sample(node.site, fn, obs=obs, infer=infer)
-        values[node.site] = F.one_hot(value, fn.logits.shape[-1]).to(fn.logits.dtype) if discrete else value
+        one_hot = support == "class"  # later networks read a class index one-hot; binary units as they are
+        values[node.site] = F.one_hot(value, fn.logits.shape[-1]).to(fn.logits.dtype) if one_hot else value
         return value
 
     def _baseline(self, site: str, parents: list[torch.Tensor]) -> dict:
@@ -209,14 +214,31 @@ class LatentGraph(nn.Module):
         return 0.0 if self.autoencoder else beta
 
 
-def relax(fn: dist.Categorical, temperature: float, straight_through: bool) -> dist.Distribution:
+DISCRETE = ("class", "binary")  # the supports of discrete latents (Capabilities.support): a class, binary units
+
+
+def discrete_support(module: nn.Module) -> str | None:
+    """``"class"`` or ``"binary"`` for the conditional of a discrete latent (a categorical or Bernoulli family),
+    else ``None``."""
+    family = getattr(module, "family", None)
+    support = family.capabilities.support if family is not None and family.capabilities.enumerable else None
+    return support if support in DISCRETE else None
+
+
+def relax(fn: dist.Distribution, temperature: float, straight_through: bool) -> dist.Distribution:
     """The Concrete (Gumbel-softmax) relaxation of ``fn`` at ``temperature``: reparameterized samples on the
-    simplex, whose density the objectives use while training; ``straight_through``: the sample rounded to
-    its one-hot class in the forward pass, the relaxed sample's gradient in the backward one.
+    simplex (a ``Categorical``) or in (0, 1)^D (binary units, ``Bernoulli(...).to_event(1)``), whose density
+    the objectives use while training; ``straight_through``: the sample rounded to its one-hot class (its
+    0/1 units) in the forward pass, the relaxed sample's gradient in the backward one.
 
     References: C. J. Maddison, A. Mnih, Y. W. Teh, "The Concrete Distribution", ICLR 2017; E. Jang, S. Gu,
     B. Poole, "Categorical Reparameterization with Gumbel-Softmax", ICLR 2017 (the straight-through variant).
     """
+    if isinstance(fn, dist.Independent):  # binary units: the binary Concrete of each
+        logits = fn.base_dist.logits
+        t = torch.tensor(temperature, dtype=logits.dtype, device=logits.device)
+        kind = dist.RelaxedBernoulliStraightThrough if straight_through else dist.RelaxedBernoulli
+        return kind(t, logits=logits).to_event(1)
     temperature = torch.tensor(temperature, dtype=fn.logits.dtype, device=fn.logits.device)
     kind = dist.RelaxedOneHotCategoricalStraightThrough if straight_through else dist.RelaxedOneHotCategorical
     return kind(temperature, logits=fn.logits)

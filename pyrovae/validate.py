@@ -250,11 +250,18 @@ def _check_objective(config: RunConfig, model: spec.ModelSpec) -> None:
             f"use a labelled data set: {', '.join(LABELLED)}"
         )
     score = [z.name for z in model.latents if z.estimator == "score"]
-    if score and config.train.objective != "elbo":
+    options = config.train.objective_options
+    vimco = config.train.objective == "iwae" and options.get("gradient", "standard") == "standard"
+    if score and not (config.train.objective == "elbo" or vimco):
         raise UsageError(
             f"--objective {config.train.objective} needs a reparameterized guide, and latent {score[0]!r} trains by "
-            "the score function (--discrete score); use --objective elbo (NVIL's baseline), or --discrete "
-            "enumerate or relaxed"
+            "the score function (--discrete score); use --objective elbo (NVIL's baseline), --objective iwae "
+            "(VIMCO), or --discrete enumerate or relaxed"
+        )
+    if score and vimco and options.get("num_particles", 1) < 2:
+        raise UsageError(
+            f"--objective iwae trains the score-function latent {score[0]!r} by VIMCO, whose baselines are the other "
+            "particles: give --particles 2 or more"
         )
     discrete = [z.name for z in model.latents if model.guide_family(z).capabilities.enumerable]
     if config.train.objective == "mf-elbo" and discrete:

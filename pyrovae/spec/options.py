@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from pyrovae.spec.reader import check_spec, family_name, make_likelihood
-from pyrovae.spec.tree import ESTIMATORS, LatentSpec, ModelSpec, SpecError
+from pyrovae.spec.tree import ESTIMATORS, LatentSpec, ModelSpec, SpecError, is_discrete
 
 
 def with_options(spec: ModelSpec, **options: Any) -> ModelSpec:
@@ -15,7 +15,7 @@ def with_options(spec: ModelSpec, **options: Any) -> ModelSpec:
     :param options: ``latent_dim`` (one size per latent, in the spec's order),
         ``hidden`` (every network: encoders as given, generative networks
         reversed), ``likelihood``, ``obs_scale``, ``min_obs_scale``, ``guide``,
-        ``arch``, ``activation``, ``corruption``, ``discrete`` (every categorical latent's estimator).
+        ``arch``, ``activation``, ``corruption``, ``discrete`` (every discrete latent's estimator).
     """
     o = {k: v for k, v in options.items() if v is not None}
     latents = list(spec.latents)
@@ -53,15 +53,15 @@ def with_options(spec: ModelSpec, **options: Any) -> ModelSpec:
 
 
 def _with_estimator(latents: list[LatentSpec], estimator: str) -> list[LatentSpec]:
-    """``--discrete ESTIMATOR``: every categorical latent trained so (the partially observed stay enumerated)."""
+    """``--discrete ESTIMATOR``: every discrete latent trained so (the partially observed stay enumerated)."""
     if estimator not in ESTIMATORS:
         raise SpecError(f"--discrete: unknown {estimator!r}; choose from {', '.join(ESTIMATORS)}")
-    categorical = [z for z in latents if z.encoder.family == "categorical"]
-    if not categorical:
-        raise SpecError("--discrete: this model has no categorical latent")
-    if estimator != "enumerate" and any(z.partial for z in categorical):
+    discrete = [z for z in latents if is_discrete(z.encoder.family)]
+    if not discrete:
+        raise SpecError("--discrete: this model has no discrete latent (categorical or bernoulli)")
+    if estimator != "enumerate" and any(z.partial for z in discrete):
         raise SpecError(f"--discrete {estimator}: a partially observed latent is enumerated")
-    return [dataclasses.replace(z, estimator=estimator) if z in categorical else z for z in latents]
+    return [dataclasses.replace(z, estimator=estimator) if z in discrete else z for z in latents]
 
 
 def to_table(spec: ModelSpec) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def to_table(spec: ModelSpec) -> dict[str, Any]:
             "hidden": list(z.prior.hidden),
             "prior": {"family": z.prior.family or "normal", "learn": z.prior.learn, **dict(z.prior.settings)},
             "partially_observed": z.partial,
-            **({"estimator": z.estimator} if z.encoder.family == "categorical" else {}),
+            **({"estimator": z.estimator} if is_discrete(z.encoder.family) else {}),
             **({"temperature": z.temperature} if z.estimator in ("relaxed", "straight-through") else {}),
             "encoder": {
                 "given": list(z.encoder.given),

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pyrovae import families
+from pyrovae.families.bernoulli import MAX_ENUMERATED_UNITS
+from pyrovae.graph import DISCRETE
 from pyrovae.guides.delta import Corruption
 from pyrovae.models.likelihoods import Likelihood
 from pyrovae.nets import ACTIVATIONS
@@ -29,6 +31,7 @@ from pyrovae.spec.tree import (
     NetSpec,
     ObservedSpec,
     SpecError,
+    is_discrete,
 )
 
 try:
@@ -203,14 +206,14 @@ def _latent(table: Any, i: int, hidden: tuple[int, ...]) -> LatentSpec:
             f"spec: {where}.partially_observed: only a categorical latent can be observed where its label is "
             'known (encoder.family = "categorical", prior = "categorical")'
         )
-    estimator, temperature = _estimator(table, where, encoder.family == "categorical", partial)
+    estimator, temperature = _estimator(table, where, is_discrete(encoder.family), partial)
     return LatentSpec(name, size, prior, encoder, partial, estimator, temperature)
 
 
-def _estimator(table: Mapping, where: str, categorical: bool, partial: bool) -> tuple[str, float]:
-    """A categorical latent's ``estimator`` and ``temperature``, checked; continuous latents have neither."""
-    if not categorical and {"estimator", "temperature"} & set(table):
-        raise SpecError(f"spec: {where}: estimator and temperature apply to categorical latents")
+def _estimator(table: Mapping, where: str, discrete: bool, partial: bool) -> tuple[str, float]:
+    """A discrete latent's ``estimator`` and ``temperature``, checked; continuous latents have neither."""
+    if not discrete and {"estimator", "temperature"} & set(table):
+        raise SpecError(f"spec: {where}: estimator and temperature apply to discrete latents (categorical, bernoulli)")
     estimator = table.get("estimator", "enumerate")
     if estimator not in ESTIMATORS:
         raise SpecError(f"spec: {where}.estimator: unknown {estimator!r}; choose from {', '.join(ESTIMATORS)}")
@@ -363,13 +366,20 @@ def check_spec(spec: ModelSpec) -> ModelSpec:
         Corruption(spec.corruption)
     except ValueError as e:
         raise SpecError(f"spec: corruption: {e}") from None
-    for z in spec.latents:  # a discrete latent has a discrete prior and guide, a continuous one neither
+    for z in spec.latents:  # a discrete latent has a prior and guide of its kind, a continuous one neither
         q, p = spec.guide_family(z), spec.prior_family(z)
-        if (q.capabilities.support == "class") != (p.capabilities.support == "class"):
+        kinds = {f.capabilities.support for f in (q, p)}
+        if kinds & set(DISCRETE) and len(kinds) > 1:
             raise SpecError(
-                f"spec: latent {z.name!r}: a {q.name} guide and a {p.name} prior; a discrete latent needs a "
-                'categorical prior and guide (prior = "categorical", encoder.family = "categorical"), a '
-                "continuous one neither"
+                f"spec: latent {z.name!r}: a {q.name} guide and a {p.name} prior; a discrete latent needs a prior "
+                'and guide of one kind (prior = "categorical" with encoder.family = "categorical", or both '
+                '"bernoulli"), a continuous one neither'
+            )
+        if q.name == "bernoulli" and z.estimator == "enumerate" and z.size > MAX_ENUMERATED_UNITS:
+            raise SpecError(
+                f"spec: latent {z.name!r}: {z.size} binary units have 2^{z.size} values, too many to enumerate "
+                f'(at most {MAX_ENUMERATED_UNITS} units); give estimator = "relaxed", "straight-through" or '
+                '"score" (or --discrete)'
             )
     kinds = {spec.guide_family(z).capabilities.deterministic for z in spec.latents}
     if len(kinds) > 1:

@@ -6,15 +6,22 @@ from dataclasses import dataclass, field
 
 from pyrovae import families
 from pyrovae.errors import InputError
+from pyrovae.graph import DISCRETE
 from pyrovae.models.likelihoods import Likelihood
 
 BUILTIN = ("vae", "cvae", "hvae", "ae", "dae", "gmvae", "m2")  # spec files shipped in pyrovae/models/specs
 ARCHS = ("mlp", "conv")
-ESTIMATORS = ("enumerate", "relaxed", "straight-through", "score")  # how a categorical latent is trained
+ESTIMATORS = ("enumerate", "relaxed", "straight-through", "score")  # how a discrete latent is trained
 DEFAULT_HIDDEN = (400, 400)
 TOP_KEYS = {"description", "likelihood", "guide", "arch", "activation", "hidden", "obs_scale", "min_obs_scale"}
 TOP_KEYS |= {"corruption", "inputs", "latent", "x", "observed"}
 RESERVED = {"x", "data", "particles", "num_particles_vectorized"}  # x, and the names of pyrovae's and Pyro's plates
+
+
+def is_discrete(family: str | None) -> bool:
+    """Whether a guide family (a registry name; ``None``: the spec's default, continuous) is a discrete
+    latent's: categorical (a class) or bernoulli (binary units)."""
+    return family is not None and families.FAMILIES[family].capabilities.support in DISCRETE
 
 
 class SpecError(InputError):
@@ -41,7 +48,7 @@ class LatentSpec:
     prior: NetSpec  # p(z | prior.given); a parentless prior (N(0, I) by default) when prior.given is empty
     encoder: NetSpec  # q(z | encoder.given)
     partial: bool = False  # partially_observed: a categorical latent whose label the data carry where known
-    estimator: str = "enumerate"  # a categorical latent's gradient: enumerate | relaxed | straight-through | score
+    estimator: str = "enumerate"  # a discrete latent's gradient: enumerate | relaxed | straight-through | score
     temperature: float = 0.5  # relaxed, straight-through: the Concrete relaxation's temperature
 
 

@@ -19,6 +19,7 @@ GMVAE = ["--model", "gmvae", "--latent-dim", "4,2"]  # y of 4 components, z of 2
         ["--objective", "iwae", "--particles", "3"],
         ["--discrete", "straight-through"],
         ["--discrete", "score"],
+        ["--discrete", "score", "--objective", "iwae", "--particles", "3"],  # VIMCO
     ],
 )
 def test_gmvae_trains_and_its_bounds_rise_with_k(amat_dir: Path, tmp_path: Path, capsys, objective):
@@ -54,6 +55,8 @@ def test_mf_elbo_is_refused_for_a_discrete_latent(amat_dir: Path, tmp_path: Path
     assert "--objective mf-elbo would sample the discrete latent 'y'" in err and not (tmp_path / "run").exists()
     score_iwae = ["--discrete", "score", "--objective", "iwae"]
     err = one_error_line(capsys, 2, train(amat_dir, tmp_path / "run", *GMVAE, *score_iwae))
+    assert "--objective iwae trains the score-function latent 'y' by VIMCO" in err and "--particles 2 or more" in err
+    err = one_error_line(capsys, 2, train(amat_dir, tmp_path / "run", *GMVAE, *score_iwae, "--iwae-gradient", "dreg"))
     assert "--objective iwae needs a reparameterized guide, and latent 'y' trains by the score function" in err
 
 

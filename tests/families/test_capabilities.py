@@ -37,8 +37,11 @@ def test_a_conditional_has_the_declared_shapes_and_capabilities(name: str, role:
     else:
         with pytest.raises(NotImplementedError):
             fn.mean  # noqa: B018
-    if caps.enumerable:  # a finite support that Pyro can sum over
-        assert fn.enumerate_support().shape == (SIZE, BATCH)
+    if caps.enumerable:  # a finite support that Pyro can sum over: SIZE classes, or 2^SIZE binary vectors
+        values = fn.enumerate_support()
+        assert values.shape == ((SIZE, BATCH) if caps.support == "class" else (2**SIZE, BATCH, SIZE))
+        assert len(values[:, 0].unique(dim=0)) == values.shape[0]  # each value once
+        torch.testing.assert_close(fn.log_prob(values).logsumexp(0), torch.zeros(BATCH))  # the whole support
     if caps.reparameterized and not caps.deterministic:  # pathwise gradients reach the network
         fn.log_prob(fn.rsample()).sum().backward()
         assert all(p.grad is not None for p in module.parameters())
@@ -53,7 +56,7 @@ def test_declared_analytic_kls_exist_and_match_monte_carlo(name: str):
     for prior in family.capabilities.analytic_kl:
         p_family = families.get(prior, "prior")
         scale = {"scale": 1.5} if "scale" in {p.name for p in p_family.params} else {}
-        p = p_family.free(SIZE, scale, learn=False, context={})()
+        p = p_family.free(SIZE, scale, learn=False, context={})().expand(q.batch_shape)  # as the data plate does
         z = q.sample((20000,))
         monte_carlo = (q.log_prob(z) - p.log_prob(z)).mean(0)
         torch.testing.assert_close(kl_divergence(q, p).expand(BATCH), monte_carlo, atol=0.05, rtol=0.02)
@@ -70,6 +73,8 @@ def test_a_parentless_prior_is_the_family_at_its_values(name: str, learn: bool):
     assert fn.batch_shape == () and fn.event_shape == (() if discrete else (SIZE,))
     expected = family.distribution(**{k: torch.full((SIZE,), v) for k, v in values.items()})
     z = torch.arange(SIZE) if discrete else torch.randn(7, SIZE)
+    if family.capabilities.support == "binary":  # binary units
+        z = torch.randint(0, 2, (7, SIZE)).float()
     torch.testing.assert_close(fn.log_prob(z), expected.log_prob(z))
     assert len(list(prior.parameters())) == (len(values) if learn else 0)
 

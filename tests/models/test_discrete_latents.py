@@ -107,7 +107,7 @@ def test_clustering_accuracy_matches_clusters_to_classes_one_to_one(clusters, la
 
 
 def test_a_discrete_latent_needs_a_discrete_prior_and_guide():
-    with pytest.raises(spec.SpecError, match="a discrete latent needs a categorical prior and guide"):
+    with pytest.raises(spec.SpecError, match="a discrete latent needs a prior and guide of one kind"):
         spec.parse(spec.tomllib.loads(MIXTURE.replace('prior = "categorical"', 'prior = "normal"')))
 
 
@@ -144,7 +144,7 @@ def test_a_relaxed_latent_trains_on_the_simplex_and_is_enumerated_when_evaluated
     ("change", "message"),
     [
         (("size = 3\nprior", "size = 3\ntemperature = 2\nprior"), "applies to estimator relaxed or straight-through"),
-        (('size = 2\ngiven = ["y"]', 'size = 2\nestimator = "relaxed"\ngiven = ["y"]'), "apply to categorical latents"),
+        (('size = 2\ngiven = ["y"]', 'size = 2\nestimator = "relaxed"\ngiven = ["y"]'), "apply to discrete latents"),
         (("size = 3\nprior", 'size = 3\nestimator = "rebar"\nprior'), "unknown 'rebar'; choose from enumerate"),
     ],
 )
@@ -165,7 +165,7 @@ def test_a_score_function_latent_is_sampled_with_nvils_baseline_while_training()
     loss = trainer_objective.differentiable_loss(model, guide, x)
     loss.backward()
     assert guide.baselines["y"][0].weight.grad.abs().sum() > 0  # the baseline is fitted in the same step
-    with pytest.raises(ValueError, match="objective iwae needs a reparameterized guide"):
-        make_objective("iwae", baselines=True)
+    with pytest.raises(ValueError, match="objective renyi needs a reparameterized guide"):
+        make_objective("renyi", baselines=True)
     with evaluating(model, guide):
         assert enumerated_sites(model, guide, x) == ["y"]

@@ -7,9 +7,10 @@ import torch
 from pyro import poutine
 
 from pyrovae import spec
-from pyrovae.data import DataError, hide_labels
+from pyrovae.data import DataError, Dataset, hide_labels
 from pyrovae.inference import iwae_bound, log_weights
 from pyrovae.inference.log_weights import elbo_terms, sample_sites, site_log_prob
+from pyrovae.runs import classifier_term
 
 K, D = 4, 12
 
@@ -61,6 +62,22 @@ def test_the_classifier_term_is_log_q_of_the_known_labels_alone():
     expected = logits.log_softmax(-1)[0, 2] + logits.log_softmax(-1)[2, 0]
     torch.testing.assert_close(guide.log_q_known("y", x, y), expected)
     assert log_weights(*m2(), x, y, num_particles=2).shape == (2, 4)
+
+
+@torch.no_grad()
+def test_the_classifier_term_draws_labelled_digits_and_estimates_the_sum_over_all_of_them():
+    """Each step's term is drawn from the labelled pool, whatever the step's batch; times the trainer's N / B it
+    averages to -sum over every known label of log q(y | x)."""
+    _, guide = m2()
+    x = torch.bernoulli(torch.full((30, D), 0.4))
+    labels = torch.full((30,), -1)
+    labels[[3, 7, 11, 20, 28]] = torch.tensor([0, 1, 3, 3, 2])  # 5 known of N = 30
+    fn = classifier_term("y", Dataset("toy", {"train": x}), labels, size=4)
+    batch = torch.zeros(10, D)  # a step's batch of B = 10 without a known label: the term does not read it
+    draws = torch.stack([fn(None, guide, batch) * (30 / 10) for _ in range(4000)])
+    exact = -guide.log_q_known("y", x, labels)
+    assert ((draws.mean() - exact).abs() < 4 * draws.std() / math.sqrt(4000)).all()
+    assert draws.std() > 0.01  # drawn, not the same digits every step
 
 
 def test_hidden_labels_keep_n_balanced_and_the_same_for_the_same_seed():
