@@ -1,14 +1,15 @@
 """Semi-supervised M2 against a classifier trained on the labels alone, for N labelled digits of mnist-5k.
 
     python benchmarks/semisupervised.py --epochs 20 --labelled 100,600,1000,3000 --seeds 0,1,2 \
-        --classifier-weight 50 --mnist-dir ../shared/data/mnist
+        --classifier-weight 300 --sweep 100:4.5,50 --mnist-dir ../shared/data/mnist
 
 For each N and seed: ``pyrovae train --model m2 --labelled N --seed S`` (the 4,500 training digits of
 mnist-5k, N of them labelled, balanced and seeded), and a classifier of the same architecture as M2's
 q(y | x) (784-500-10 ReLU MLP) trained by cross-entropy on the same N labels alone (Adam 1e-3,
 batches of min(N, 100), the same number of steps over the labels as M2 takes over all digits). Both are
 tested on the 500 mnist-5k test digits and, where ``--mnist-dir`` holds the official MNIST test files,
-on its 10,000 test digits. Writes ``benchmarks/results/semisupervised.md``.
+on its 10,000 test digits. ``--sweep N:W1,W2`` adds M2 runs with N labels at other classifier weights
+(4.5 = 0.1 N / N_labelled, pyrovae's default, at N = 100). Writes ``benchmarks/results/semisupervised.md``.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument(
         "--classifier-weight", default=None, help="pyrovae train's; None: its default, 0.1 N / N_labelled"
     )
+    parser.add_argument("--sweep", default=None, help="N:W1,W2: M2 runs with N labels at these weights too")
     parser.add_argument("--mnist-dir", default=None, help="the official MNIST files (t10k-*), for its test set")
     parser.add_argument("--runs", type=Path, default=Path("runs/semisupervised"))
     args = parser.parse_args()
@@ -93,30 +95,37 @@ def main() -> None:
     train = load_dataset("mnist-5k")
     x, labels = train.split("train"), train.labels["train"]
     steps = args.epochs * math.ceil(len(labels) / 100)  # M2's steps: epochs x batches of 100 over all digits
+    runs = [(n, args.classifier_weight) for n in map(int, args.labelled.split(","))]
+    if args.sweep:
+        n, weights = args.sweep.split(":")
+        runs += [(int(n), w) for w in weights.split(",")]
     rows = []
-    for n in map(int, args.labelled.split(",")):
+    for n, weight in runs:
         for seed in map(int, args.seeds.split(",")):
-            out = args.runs / f"m2_n{n}_s{seed}"
+            out = args.runs / f"m2_n{n}_w{weight}_s{seed}"
             if not (out / "checkpoint.pt").exists():
-                weight = [] if args.classifier_weight is None else ["--classifier-weight", args.classifier_weight]
+                weighted = [] if weight is None else ["--classifier-weight", weight]
                 run(["pyrovae", "train", "--model", "m2", "--labelled", str(n), "--seed", str(seed), "--out", str(out),
-                     "--epochs", str(args.epochs), "--no-progress", "--force", *weight])  # fmt: skip
+                     "--epochs", str(args.epochs), "--no-progress", "--force", *weighted])  # fmt: skip
             kept = hide_labels(labels, n, seed=seed, classes=10)  # the labels the run kept
             known = kept >= 0
             baseline = classifier_accuracy(x[known], kept[known], steps, seed, sets)
             for name, accuracy in m2_accuracy(out, sets).items():
-                rows.append({"labels": n, "seed": seed, "test set": name, "M2": accuracy, "only": baseline[name]})
+                weight_of = weight or f"{0.1 * len(labels) / n:g} (default)"
+                rows.append({"labels": n, "weight": weight_of, "seed": seed, "test set": name, "M2": accuracy,
+                             "only": baseline[name]})  # fmt: skip
     table = pd.DataFrame(rows)
-    summary = table.groupby(["test set", "labels"]).agg(
+    summary = table.groupby(["test set", "labels", "weight"]).agg(
         M2_mean=("M2", "mean"), M2_sd=("M2", "std"), only_mean=("only", "mean"), only_sd=("only", "std")
     )
     summary = summary.reset_index().round(3)
-    summary.columns = ["test set", "labels", "M2 accuracy", "sd", "labels-only accuracy", "sd "]
+    summary.columns = ["test set", "labels", "classifier weight", "M2 accuracy", "sd", "labels-only accuracy", "sd "]
     budget = (
         f"{args.epochs} epochs of M2 (pyrovae train --model m2: 784-500 networks, z of 50, the elbo objective "
         f"with y summed, Adam 1e-3, batches of 100) over the 4,500 mnist-5k training digits; the labels-only "
-        f"classifier {steps} Adam steps; seeds {args.seeds}; classifier weight "
-        f"{args.classifier_weight or '0.1 N / N_labelled (the default)'} per labelled digit"
+        f"classifier {steps} Adam steps; seeds {args.seeds}; classifier weight (per labelled digit) "
+        f"{args.classifier_weight or '0.1 N / N_labelled (the default)'}, and {args.sweep or 'no other'} "
+        "(labels:weights) as a sweep"
     )
     write_report(
         "semisupervised.md",

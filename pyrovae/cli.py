@@ -225,8 +225,9 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
         "--discrete",
         default=keep,
         choices=choice["discrete"],
-        help="how the categorical latents (gmvae's y) train: summed exactly, or through their Concrete "
-        "relaxation, plain or straight-through (default: enumerate)",
+        help="how the discrete latents (gmvae's y, binary units) train: summed exactly, through their Concrete "
+        "relaxation (plain or straight-through), or by the score function (NVIL with --objective elbo, VIMCO "
+        "with iwae) (default: the spec's, enumerate)",
     )
     train.set_defaults(**dict.fromkeys(unset, UNSET))
 

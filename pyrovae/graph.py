@@ -193,8 +193,8 @@ class LatentGraph(nn.Module):
         support = discrete_support(module) if latent else None
         # Enumerated: a latent trained so, and a categorical one whatever its estimator when evaluated (exact
         # bounds); a large binary layer trained otherwise is sampled when evaluated (importance-sampled).
-        enumerate = support is not None and (estimator == "enumerate" or (support == "class" and not self.training))
-        infer = {"enumerate": "parallel"} if enumerate else {}
+        summed = support is not None and (estimator == "enumerate" or (support == "class" and not self.training))
+        infer = {"enumerate": "parallel"} if summed else {}
         if self.training and estimator == "score" and obs is None:  # sampled; its gradient the score function's
             infer = self._baseline(node.site, [values[p] for p in node.parents])
         value = pyro.sample(node.site, fn, obs=obs, infer=infer)

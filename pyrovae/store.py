@@ -216,7 +216,7 @@ def load_run(run_dir: str | Path, device: str = "auto", *, model_file: str | Non
         else:
             load_networks((model, guide), trainer["params"])
         model, guide = model.to(resolve_device(device)), guide.to(resolve_device(device))
-        model.eval()  # a trained run is evaluated as it is: a relaxed categorical latent enumerated,
+        model.eval()  # evaluated as the discrete model: a relaxed class enumerated, binary units sampled,
         guide.eval()  # and the denoising autoencoder's input not corrupted
     return LoadedRun(config, model, guide, image_shape)
 

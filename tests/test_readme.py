@@ -34,11 +34,17 @@ def test_readme_hand_written_pyro_model_trains_and_gets_bounds(capsys):
 
 BLOCKS_TOML = re.findall(r"```toml\n(.*?)```", README, flags=re.S)
 (GMVAE,) = [block for block in BLOCKS_TOML if 'family = "categorical"' in block]
-TOML = [block for block in BLOCKS_TOML if block is not GMVAE]
+(SBN,) = [block for block in BLOCKS_TOML if 'family = "bernoulli"' in block]
+TOML = [block for block in BLOCKS_TOML if block not in (GMVAE, SBN)]
 
 
 def test_readme_discrete_latent_spec_is_the_builtin_gmvae():
     assert spec.parse(spec.tomllib.loads(GMVAE)) == spec.load("gmvae")
+
+
+def test_readme_binary_latent_spec_is_the_benchmarks_sigmoid_belief_net():
+    benchmark = Path(__file__).parents[1] / "benchmarks" / "specs" / "sbn.toml"
+    assert spec.parse(spec.tomllib.loads(SBN)) == spec.load(str(benchmark))
 
 
 ONE_LATENT = (
