@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from pyrovae.graph import LatentGraph
+from pyrovae.graph import LatentGraph, check_mask
 from pyrovae.primitives import data_plate, kl_scale
 
 
@@ -27,9 +27,16 @@ class AmortizedGuide(LatentGraph):
         beta: float = 1.0,
         num_data: int | None = None,
         batch_size: int | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Sample every latent; returns the last one sampled (z for a one-latent guide)."""
+        """Sample every latent; returns the last one sampled (z for a one-latent guide).
+
+        :param mask: x's visible dimensions (the model's): the encoders read x with the others set to 0.
+        """
         self.register()
+        check_mask(x, mask)
+        if mask is not None:
+            x = torch.where(mask.bool(), x, torch.zeros_like(x))
         values = self.start(x, inputs)
         known = self.known(inputs)  # partly observed latents: a point mass on each known label
         with data_plate(x.shape[0], num_data, x.device), kl_scale(self.beta(beta)):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 
-from pyrovae.graph import LatentGraph, Node, known_factor
+from pyrovae.graph import LatentGraph, Node, check_mask, known_factor
 from pyrovae.models.likelihoods import Likelihood, Observation
 from pyrovae.primitives import data_plate, kl_scale
 
@@ -110,6 +110,7 @@ class LatentModel(LatentGraph):
         beta: float = 1.0,
         num_data: int | None = None,
         batch_size: int | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The Pyro model.
 
@@ -119,9 +120,12 @@ class LatentModel(LatentGraph):
         :param beta: weight of the KL term (beta-VAE); the latent sites are scaled by it.
         :param num_data: full data-set size N; the data plate then scales by N / B.
         :param batch_size: how many datapoints to generate when neither x nor an input is given.
+        :param mask: x's visible dimensions, a boolean (or 0/1) tensor of x's shape: the log-density of x
+            is that of the visible ones alone (an image with missing pixels; inpainting).
         :returns: the value of ``x`` (observed, or sampled when generating).
         """
         self.register()
+        check_mask(x, mask)
         values = self.start(x, inputs)
         given = x if x is not None else (inputs[0] if inputs else None)
         if given is None and batch_size is None:
@@ -140,4 +144,4 @@ class LatentModel(LatentGraph):
             for node in self.label_nodes:  # y ~ p(y | pa(y)), observed where given; read by later nodes one-hot
                 y = self.sample(node, values, obs=observed.get(node.site))
                 values[node.site] = F.one_hot(y, self.observed[node.site]).to(torch.get_default_dtype())
-            return self.sample(self.observation, values, obs=x)
+            return self.sample(self.observation, values, obs=x, mask=mask)

@@ -24,6 +24,7 @@ import re
 import sys
 from collections.abc import Sequence
 
+from pyrovae import __version__
 from pyrovae.errors import is_out_of_memory, one_line
 
 MODEL_FILE_HELP = "the model file of a run trained with --model-file (pyrovae runs no code a run directory names)"
@@ -111,6 +112,7 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
     fmt, choice = _HelpFormatter, choices(command)
     parser = _Parser(prog="pyrovae", description="Variational autoencoders on Pyro.", formatter_class=fmt)
     parser.hint = f"pyrovae {command}" if command else None
+    parser.add_argument("--version", action="version", version=f"pyrovae {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a model into a run directory", formatter_class=fmt)

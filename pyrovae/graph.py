@@ -169,6 +169,7 @@ class LatentGraph(nn.Module):
         obs: torch.Tensor | None = None,
         *,
         known: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sample (or observe) ``node`` given ``values`` and record its value there.
 
@@ -179,11 +180,15 @@ class LatentGraph(nn.Module):
         :param known: a categorical latent's labels ``(B,)``, -1 where unknown: where known, the
             distribution is a point mass on the label (logits -1e30 elsewhere, finite so that a weight
             of 0 times them stays 0), so that the enumerated sum keeps the label alone.
+        :param mask: of the value's shape: the dimensions where it is false are left out of the
+            log-density (:func:`mask_event`).
         """
         module = self.conditionals[node.module]
         fn = module(*(values[p] for p in node.parents))
         if known is not None:
             fn = pin(fn, known)
+        if mask is not None:
+            fn = mask_event(fn, mask)
         estimator, temperature = self.estimators.get(node.site, ("enumerate", 0.0))
         if self.training and estimator in ("relaxed", "straight-through") and obs is None:  # a relaxed sample
             value = pyro.sample(node.site, relax(fn, temperature, estimator == "straight-through"))
@@ -242,6 +247,34 @@ def relax(fn: dist.Distribution, temperature: float, straight_through: bool) -> 
     temperature = torch.tensor(temperature, dtype=fn.logits.dtype, device=fn.logits.device)
     kind = dist.RelaxedOneHotCategoricalStraightThrough if straight_through else dist.RelaxedOneHotCategorical
     return kind(temperature, logits=fn.logits)
+
+
+def check_mask(x: torch.Tensor | None, mask: torch.Tensor | None) -> None:
+    """Raise a ``ValueError`` unless ``mask`` is ``None`` or a boolean or 0/1 tensor of observed ``x``'s shape."""
+    if mask is None:
+        return
+    if x is None:
+        raise ValueError("mask selects the visible dimensions of an observed x; give x with it (or drop mask)")
+    if mask.shape != x.shape:
+        raise ValueError(f"mask must have x's shape {tuple(x.shape)} (True where visible), got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("mask must be boolean or 0/1 (1 where x is visible)")
+
+
+def mask_event(fn: dist.Distribution, mask: torch.Tensor) -> dist.Distribution:
+    """``fn``, independent over its event dimension, with the dimensions where ``mask`` is false left out of its
+    log-density: log p(x_visible | ...) = sum over the visible d of log p(x_d | ...).
+
+    ``poutine.mask`` cannot do this: it masks a site's whole log-density per batch element, and x is one site
+    whose event dimension holds every pixel. Here the factors are masked before they are summed.
+
+    :raises ValueError: when ``fn`` does not factorize over its event dimension.
+    """
+    if not isinstance(fn, dist.Independent) or fn.reinterpreted_batch_ndims != 1:
+        raise ValueError(
+            f"a mask over x's dimensions needs a likelihood independent over them; {type(fn).__name__} is not"
+        )
+    return dist.Independent(fn.base_dist.mask(mask.bool()), 1)
 
 
 PINNED = -1e30  # the log-probability of the values a known label rules out: 0 in exp, and 0 * PINNED = 0

@@ -114,6 +114,17 @@ def test_help_lists_the_commands_and_imports_no_torch():
     assert e.value.code == 0
 
 
+def test_version_and_python_dash_m_run_the_command(capsys):
+    import pyrovae
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"pyrovae {pyrovae.__version__}"
+    ran = subprocess.run([sys.executable, "-m", "pyrovae", "evaluate", "no-such-run"], capture_output=True, text=True)
+    assert ran.returncode == 2 and ran.stderr.count("\n") == 1 and "no-such-run" in ran.stderr  # one line, status 2
+    assert (Path(pyrovae.__file__).parent / "py.typed").is_file()  # type hints exported (PEP 561)
+
+
 def test_every_command_sets_malloc_before_it_runs(monkeypatch, tmp_path: Path, capsys):
     calls = []
     monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("set") or True)
