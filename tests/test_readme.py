@@ -23,6 +23,7 @@ def test_readme_python_example_runs(capsys, trained):
     exec(compile(code, "README.md", "exec"), namespace)
     assert "'elbo'" in capsys.readouterr().out
     assert namespace["recon"].shape == (1, 8, 784) and namespace["decoder"] is not None
+    assert not torch.equal(namespace["recon"][0], namespace["x"])  # drawn from p(x | z), not the observed x
 
 
 def test_readme_hand_written_pyro_model_trains_and_gets_bounds(capsys):
