@@ -375,7 +375,7 @@ def check_spec(spec: ModelSpec) -> ModelSpec:
                 'and guide of one kind (prior = "categorical" with encoder.family = "categorical", or both '
                 '"bernoulli"), a continuous one neither'
             )
-        if q.name == "bernoulli" and z.estimator == "enumerate" and z.size > MAX_ENUMERATED_UNITS:
+        if q.capabilities.support == "binary" and z.estimator == "enumerate" and z.size > MAX_ENUMERATED_UNITS:
             raise SpecError(
                 f"spec: latent {z.name!r}: {z.size} binary units have 2^{z.size} values, too many to enumerate "
                 f'(at most {MAX_ENUMERATED_UNITS} units); give estimator = "relaxed", "straight-through" or '
