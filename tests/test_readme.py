@@ -21,7 +21,11 @@ def test_readme_python_example_runs(capsys, trained):
     code = code.replace("range(20)", "range(1)").replace('"runs/demo"', repr(str(trained[1])))  # a trained run
     namespace = {}
     exec(compile(code, "README.md", "exec"), namespace)
-    assert "'elbo'" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "'elbo'" in printed
+    for name in ("NUTS", "amortized guide"):  # the inpainting recipe: a pixel accuracy of the bottom half
+        assert 0.5 < float(printed.split(f"\n{name} ")[1].split()[0]) <= 1  # above chance on the hidden half
+    assert namespace["mcmc"].get_samples()["z"].shape[0] == 100
     assert namespace["recon"].shape == (1, 8, 784) and namespace["decoder"] is not None
     assert not torch.equal(namespace["recon"][0], namespace["x"])  # drawn from p(x | z), not the observed x
 
