@@ -29,6 +29,7 @@ def test_readme_python_example_runs(capsys, trained):
     assert z.shape[0] == 100 and (z.std(0) > 0).all()  # a chain that moved in every dimension of z
     assert namespace["recon"].shape == (1, 8, 784) and namespace["decoder"] is not None
     assert not torch.equal(namespace["recon"][0], namespace["x"])  # drawn from p(x | z), not the observed x
+    assert namespace["prior"].shape == (4, 2, 784) and not torch.equal(namespace["prior"][0], namespace["prior"][1])
 
 
 def test_readme_hand_written_pyro_model_trains_and_gets_bounds(capsys):
