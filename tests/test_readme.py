@@ -4,6 +4,7 @@ import re
 import shlex
 from pathlib import Path
 
+import pyro
 import pytest
 import torch
 
@@ -27,6 +28,9 @@ def test_readme_python_example_runs(capsys, trained):
         assert 0 <= float(printed.split(f"\n{name} ")[1].split()[0]) <= 1  # (a 1-epoch toy run: no quality asked)
     z = namespace["mcmc"].get_samples()["z"]
     assert z.shape[0] == 100 and (z.std(0) > 0).all()  # a chain that moved in every dimension of z
+    shrunk = namespace["mean_codes"] * 32 / 33  # the posterior mean of mu_g given q(z | x): precision 8 / 0.5^2 + 1
+    error = (pyro.param("mu_loc") - shrunk).detach().abs().max()
+    assert error < 0.1 < 0.2 < shrunk.abs().max()  # learned each group's mean, which mu_loc's start, 0, is not
     assert namespace["recon"].shape == (1, 8, 784) and namespace["decoder"] is not None
     assert not torch.equal(namespace["recon"][0], namespace["x"])  # drawn from p(x | z), not the observed x
     assert namespace["prior"].shape == (4, 2, 784) and not torch.equal(namespace["prior"][0], namespace["prior"][1])
