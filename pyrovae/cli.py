@@ -150,6 +150,9 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
     )
     train.add_argument("--kl-anneal", default="constant", help="constant | linear:STEPS | cyclical:PERIOD[:RATIO]")
     train.add_argument(
+        "--lr-schedule", default="constant", help="constant | cosine (to 0 over --epochs) | step:EVERY:GAMMA"
+    )
+    train.add_argument(
         "--clip-norm",
         type=float,
         default=None,
