@@ -22,7 +22,7 @@ import ctypes
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pyrovae import __version__
 from pyrovae.errors import is_out_of_memory, one_line
@@ -55,6 +55,22 @@ def choices(command: str | None) -> dict[str, tuple[str, ...] | None]:
 
         return dict.fromkeys(names) | {"kind": KINDS}
     return dict.fromkeys(names)
+
+
+def _dataset(names: Sequence[str] | None) -> Callable[[str], str]:
+    """``--dataset``'s type: a data set of ``names`` (unchecked when ``None``) or a data file, by its suffix."""
+
+    def dataset(text: str) -> str:
+        from pyrovae.arrays import SUFFIXES, is_data_file
+
+        if names is None or text in names or is_data_file(text):
+            return text
+        listed = ", ".join(repr(n) for n in names)
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {listed}, or give a data file: {', '.join(SUFFIXES)})"
+        )
+
+    return dataset
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -117,7 +133,21 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
 
     train = commands.add_parser("train", help="train a model into a run directory", formatter_class=fmt)
     train.add_argument("--out", required=True, help="run directory to create (or continue with --resume)")
-    train.add_argument("--dataset", default="mnist-5k", choices=choice["dataset"], help="data set")
+    names = ", ".join(choice["dataset"] or ())
+    train.add_argument(
+        "--dataset",
+        default="mnist-5k",
+        type=_dataset(choice["dataset"]),
+        metavar="NAME|FILE",
+        help=f"a data set ({names}) or a data file (.npy, .npz, .pt, .csv, .tsv): arrays train, test[, valid] "
+        "or one array",
+    )
+    train.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.1,
+        help="a data file of one array: the rows kept for the test split, seeded (default: 0.1)",
+    )
     train.add_argument(
         "--data-dir",
         default=None,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from pyrovae.arrays import SUFFIXES, is_data_file, read_splits
 from pyrovae.errors import one_line
 from pyrovae.formats import DataError, check_idx_files, check_image_labels, read_amat
 
@@ -58,6 +59,47 @@ class Dataset:
     def device(self) -> torch.device:
         """The device every split lives on."""
         return self.splits["train"].device
+
+    @classmethod
+    def from_tensors(
+        cls,
+        train: torch.Tensor,
+        test: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+        *,
+        labels: dict[str, torch.Tensor] | None = None,
+        name: str = "tensors",
+        image_shape: tuple[int, int, int] | None = None,
+        binarize: bool = False,
+        device: str | torch.device = "cpu",
+    ) -> Dataset:
+        """A data set of tensors a user already has, ``(N, D)`` each (or ``(N, *image_shape)``).
+
+        :param test: the test split; ``None``: the last 10% of ``train``'s rows (in order).
+        :param labels: split name -> ``(N,)`` class labels.
+        :param image_shape: ``(C, H, W)`` of one datapoint, for figures; default: a 1 x 1 x D strip.
+        :param binarize: grey-scale values in [0, 1] for a Bernoulli likelihood: the training split is
+            binarized per pass, the others once with a fixed seed.
+        :raises DataError: splits of different sizes D, or non-finite values.
+        """
+        if test is None:
+            n_test = max(1, len(train) // 10)
+            train, test = train[:-n_test], train[-n_test:]
+        given = {"train": train, "test": test} | ({} if valid is None else {"valid": valid})
+        splits = {k: torch.as_tensor(v, dtype=torch.float32).reshape(len(v), -1).to(device) for k, v in given.items()}
+        if len({x.shape[1] for x in splits.values()}) > 1 or not all(torch.isfinite(x).all() for x in splits.values()):
+            raise DataError(f"data set {name!r}: every split needs the same number of values per row, all finite")
+        for split in set(splits) - {"train"} if binarize else ():
+            generator = torch.Generator(device=splits[split].device).manual_seed(BINARIZE_SEED)
+            splits[split] = torch.bernoulli(splits[split], generator=generator)
+        dim = splits["train"].shape[1]
+        return cls(
+            name,
+            splits,
+            {k: torch.as_tensor(v).long().to(device) for k, v in (labels or {}).items()},
+            image_shape=image_shape or (1, 1, dim),
+            dynamic=frozenset({"train"}) if binarize else frozenset(),
+        )
 
     def train_batches(
         self, batch_size: int, generator: torch.Generator, *, labels: bool = False
@@ -135,16 +177,28 @@ def load_dataset(
     data_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     binarize: bool = True,
+    test_fraction: float = 0.1,
 ) -> Dataset:
-    """Load a named data set onto ``device``.
+    """Load a named data set, or a data file of the user's, onto ``device``.
 
-    :param name: one of :data:`DATASETS`.
-    :param data_dir: where the files are (or are downloaded to); unused by ``mnist-5k``.
+    :param name: one of :data:`DATASETS`, or the path of a ``.npy``, ``.npz``, ``.pt``, ``.csv`` or ``.tsv``
+        file (:mod:`pyrovae.arrays`).
+    :param data_dir: where the files are (or are downloaded to); unused by ``mnist-5k`` and data files.
     :param binarize: prepare grey-scale data for a Bernoulli likelihood (dynamic
-        binarization of the training split, fixed binarization of the others).
+        binarization of the training split, fixed binarization of the others); a data file's values
+        are binarized only when they all lie in [0, 1] (never counts).
+    :param test_fraction: of a data file holding one array, the rows kept for the test split (seeded).
     """
+    if is_data_file(name):
+        splits, image_shape = read_splits(name, test_fraction=test_fraction, seed=SPLIT_SEED)
+        unit = all(bool(((x >= 0) & (x <= 1)).all()) for x in splits.values())
+        return Dataset.from_tensors(
+            **splits, name=str(Path(name).resolve()), image_shape=image_shape, binarize=binarize and unit, device=device
+        )
     if name not in DATASETS:
-        raise DataError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+        raise DataError(
+            f"unknown data set {name!r}; choose from {', '.join(DATASETS)}, or give a data file ({', '.join(SUFFIXES)})"
+        )
     if name == "mnist-5k":
         splits, labels = _load_mnist_5k()
     elif name == "binarized-mnist":

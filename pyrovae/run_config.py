@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pyrovae import spec
+from pyrovae.arrays import is_data_file
 from pyrovae.checkpoint import CHECKPOINT, fits
 from pyrovae.data import DATASETS
 from pyrovae.errors import (
@@ -48,7 +49,8 @@ class RunConfig:
     converted by :meth:`from_dict`.
     """
 
-    dataset: str = "mnist-5k"  # a name in pyrovae.data.DATASETS
+    dataset: str = "mnist-5k"  # a name in pyrovae.data.DATASETS, or the absolute path of a data file
+    test_fraction: float = 0.1  # a data file of one array: the rows kept for the test split (seeded)
     data_dir: str | None = None  # where the data files are (unused by mnist-5k); absolute since pyrovae train stores it
     model: str = "vae"  # where the model came from: a built-in name (pyrovae.spec.BUILTIN), "spec" or "file"
     spec: dict | None = None  # the resolved model's spec table (pyrovae.spec.to_table); None for a model file
@@ -68,7 +70,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         """Every setting of the right type and in range (the model's, in full, when it is built), else a
         :class:`~pyrovae.errors.FieldError` naming it."""
-        check_choice("dataset", self.dataset, DATASETS)
+        if not (isinstance(self.dataset, str) and is_data_file(self.dataset)):
+            check_choice("dataset", self.dataset, DATASETS)
+        check_float("test_fraction", self.test_fraction, positive=True)
+        if not self.test_fraction < 1:
+            raise FieldError("test_fraction", f"must be below 1, got {self.test_fraction}")
         check_choice("model", self.model, (*spec.BUILTIN, "spec", "file"))
         if self.model == "file":
             check_type("model_file", self.model_file, str, "FILE.py:FACTORY, the hand-written model's file")

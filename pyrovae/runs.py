@@ -31,6 +31,7 @@ from pyrovae.errors import (
 from pyrovae.inference.diagnostics import posterior_means
 from pyrovae.inference.objectives import AuxiliaryLoss
 from pyrovae.inference.training import Diverged, TrainConfig, Trainer, evaluating
+from pyrovae.models.likelihoods import Likelihood
 from pyrovae.primitives import batch_args
 from pyrovae.run_config import RunConfig, build_model, device_name, model_spec, resolve_device
 from pyrovae.store import (
@@ -99,6 +100,7 @@ def train_run(
     labels = torch.cat(list(data.labels.values())) if data.labels else None
     if config.model != "file":
         spec.check_label_classes(model_spec(config), labels, config.dataset)  # a label input with too few classes
+        check_support(model_spec(config).likelihood, data)
     built = build_model(config, data.data_dim, data.image_shape, model_file=model_file, run_dir=out)
     model, guide = (m.to(device) for m in built)
     digest = data_digest(data)
@@ -136,6 +138,20 @@ def train_run(
         with evaluating(model, guide):  # drawn as the trained model is evaluated
             save_figures(model, guide, data, out)
     return trainer.history
+
+
+def check_support(likelihood: Likelihood, data: Dataset) -> None:
+    """Every split that is not binarized per pass inside the likelihood's support, before training.
+
+    :raises DataError: naming the data set, the split and the fix (another ``--likelihood``, or binarizing).
+    """
+    for split, x in data.splits.items():
+        if split in data.dynamic:  # grey values in [0, 1], binarized at every pass
+            continue
+        try:
+            likelihood.check(x)
+        except ValueError as e:
+            raise DataError(f"data set {data.name!r}, split {split!r}: {e}") from None
 
 
 def semi_supervised(

@@ -252,4 +252,10 @@ def load_run_data(config: RunConfig, device: str = "auto") -> Dataset:
         binarize = config.binarize
     else:
         binarize = model_spec(config).likelihood.support in ("binary", "count")  # grey values are neither
-    return load_dataset(config.dataset, data_dir=config.data_dir, device=resolve_device(device), binarize=binarize)
+    return load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        device=resolve_device(device),
+        binarize=binarize,
+        test_fraction=config.test_fraction,
+    )

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from pyrovae import model_file, spec
+from pyrovae.arrays import is_data_file
 from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
 from pyrovae.data import LABELLED, require_data_dir
 from pyrovae.errors import FieldError, InputError, check_float, check_int
@@ -74,6 +75,8 @@ def check_train(args: argparse.Namespace, *, given: set[str]) -> RunConfig:
     options = vars(args) | {"epochs": TrainConfig.epochs if args.epochs is None else args.epochs}
     if options.get("data_dir") is not None:  # config.json works from any directory
         options["data_dir"] = _absolute(options["data_dir"])
+    if is_data_file(options["dataset"]):
+        options["dataset"] = _absolute(options["dataset"])
     with _as_options():
         config = RunConfig(
             **{f.name: options[f.name] for f in fields(RunConfig) if f.name in options and f.name not in MODEL},
@@ -205,7 +208,7 @@ def _as_options() -> Iterator[None]:
 def check_config(config: RunConfig) -> None:
     """What the configuration's own checks cannot know: the data directory, the device, the model's fit."""
     check_device(config.device)
-    if config.dataset != "mnist-5k":
+    if config.dataset != "mnist-5k" and not is_data_file(config.dataset):
         require_data_dir(config.dataset, config.data_dir)
     check_model(config)
 

@@ -73,12 +73,16 @@ def save_reconstructions(
 ) -> None:
     """Inputs ``x`` (rows of 8) interleaved with their reconstructions, row by row.
 
-    :param inputs: a conditional model's inputs for the rows of ``x`` (e.g. their labels).
+    :param inputs: a conditional model's inputs for the rows of ``x`` (e.g. their labels); rows beyond a
+        multiple of 8 are left out (fewer than 8: one row of them all).
     """
+    per_row = min(8, len(x))
+    kept = len(x) // per_row * per_row
+    x, inputs = x[:kept], tuple(i[:kept] for i in inputs)
     with torch.random.fork_rng():
         torch.manual_seed(FIGURE_SEED)
         recon = decoded_mean(model, x, *inputs, guide=guide, **kwargs)
-    pairs = torch.stack([x.reshape(-1, 8, x.shape[-1]), recon.reshape(-1, 8, x.shape[-1])], dim=1)
+    pairs = torch.stack([x.reshape(-1, per_row, x.shape[-1]), recon.reshape(-1, per_row, x.shape[-1])], dim=1)
     save_grid(pairs.reshape(-1, x.shape[-1]), image_shape, path)
 
 
