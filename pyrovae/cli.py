@@ -149,6 +149,11 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
         help="a data file of one array: the rows kept for the test split, seeded (default: 0.1)",
     )
     train.add_argument(
+        "--label-column",
+        default=None,
+        help="a table (.csv, .tsv): the column of class labels, a name or an index (default: none, unlabelled)",
+    )
+    train.add_argument(
         "--data-dir",
         default=None,
         help="directory holding the data files (default: none; every data set but mnist-5k needs one)",

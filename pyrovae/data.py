@@ -142,7 +142,8 @@ class Dataset:
         if split not in self.labels:
             raise DataError(
                 f"data set {self.name!r} has no labels for split {split!r}; a label-conditioned model "
-                "(e.g. --model cvae) needs a labelled data set: mnist-5k, mnist or fashion-mnist"
+                "(e.g. --model cvae) needs a labelled data set: mnist-5k, mnist or fashion-mnist, or a data file "
+                "with labels (arrays train_labels, test_labels; a table's --label-column)"
             )
         return self.labels[split]
 
@@ -178,6 +179,7 @@ def load_dataset(
     device: str | torch.device = "cpu",
     binarize: bool = True,
     test_fraction: float = 0.1,
+    label_column: str | None = None,
 ) -> Dataset:
     """Load a named data set, or a data file of the user's, onto ``device``.
 
@@ -188,12 +190,16 @@ def load_dataset(
         binarization of the training split, fixed binarization of the others); a data file's values
         are binarized only when they all lie in [0, 1] (never counts).
     :param test_fraction: of a data file holding one array, the rows kept for the test split (seeded).
+    :param label_column: of a table (``.csv``, ``.tsv``), the column of class labels: a header name or an index.
     """
     if is_data_file(name):
-        splits, image_shape = read_splits(name, test_fraction=test_fraction, seed=SPLIT_SEED)
+        splits, labels, shape = read_splits(
+            name, test_fraction=test_fraction, seed=SPLIT_SEED, label_column=label_column
+        )
         unit = all(bool(((x >= 0) & (x <= 1)).all()) for x in splits.values())
+        path = str(Path(name).resolve())
         return Dataset.from_tensors(
-            **splits, name=str(Path(name).resolve()), image_shape=image_shape, binarize=binarize and unit, device=device
+            **splits, labels=labels, name=path, image_shape=shape, binarize=binarize and unit, device=device
         )
     if name not in DATASETS:
         raise DataError(

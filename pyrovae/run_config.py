@@ -51,6 +51,7 @@ class RunConfig:
 
     dataset: str = "mnist-5k"  # a name in pyrovae.data.DATASETS, or the absolute path of a data file
     test_fraction: float = 0.1  # a data file of one array: the rows kept for the test split (seeded)
+    label_column: str | None = None  # a table (.csv, .tsv): its column of class labels, a header name or an index
     data_dir: str | None = None  # where the data files are (unused by mnist-5k); absolute since pyrovae train stores it
     model: str = "vae"  # where the model came from: a built-in name (pyrovae.spec.BUILTIN), "spec" or "file"
     spec: dict | None = None  # the resolved model's spec table (pyrovae.spec.to_table); None for a model file
@@ -85,7 +86,7 @@ class RunConfig:
                 raise FieldError("model_file", f"is set, but model is {self.model!r}; set model to 'file'")
         if not isinstance(self.binarize, bool):
             raise FieldError("binarize", f"must be true or false, got {self.binarize!r}")
-        for name in ("data_dir", "resolved_device"):
+        for name in ("data_dir", "resolved_device", "label_column"):
             if getattr(self, name) is not None:
                 check_type(name, getattr(self, name), str, "a string")
         check_type("device", self.device, str, "a device name: auto, cpu, cuda or cuda:N")

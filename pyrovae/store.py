@@ -258,4 +258,5 @@ def load_run_data(config: RunConfig, device: str = "auto") -> Dataset:
         device=resolve_device(device),
         binarize=binarize,
         test_fraction=config.test_fraction,
+        label_column=config.label_column,
     )

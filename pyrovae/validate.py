@@ -239,6 +239,11 @@ def _check_scales(model: spec.ModelSpec) -> None:
             )
 
 
+def _may_have_labels(dataset: str) -> bool:
+    """A labelled data set, or a data file, whose labels (if any) are known only once it is read."""
+    return dataset in LABELLED or is_data_file(dataset)
+
+
 def _check_objective(config: RunConfig, model: spec.ModelSpec) -> None:
     """The objective's needs (analytic KL, a mean-field or reparameterized guide) and the data's labels."""
     partial = [z for z in model.latents if z.partial]
@@ -247,7 +252,7 @@ def _check_objective(config: RunConfig, model: spec.ModelSpec) -> None:
             raise UsageError(
                 f"--{option.replace('_', '-')} applies to a model with a partially observed latent (--model m2)"
             )
-    if partial and config.dataset not in LABELLED:
+    if partial and not _may_have_labels(config.dataset):
         raise UsageError(
             f"latent {partial[0].name!r} is observed where its label is known, and {config.dataset} has no labels; "
             f"use a labelled data set: {', '.join(LABELLED)}"
@@ -291,7 +296,7 @@ def _check_objective(config: RunConfig, model: spec.ModelSpec) -> None:
                 f"--iwae-gradient dreg needs a reparameterized guide; latent {stochastic[0].name!r}'s is not: "
                 "use --iwae-gradient standard"
             )
-    if model.labels and config.dataset not in LABELLED:
+    if model.labels and not _may_have_labels(config.dataset):
         raise UsageError(
             f"this model conditions on a label, and {config.dataset} has none; use a labelled data set: "
             f"{', '.join(LABELLED)}"
@@ -364,7 +369,7 @@ def _check_plottable(run_dir: Path, kind: str, site: str | None = None, label: i
     if site is not None and site not in names:
         raise UsageError(f"--site {site}: no such latent; this model has {', '.join(names)}")
     z = next(z for z in model.latents if z.name == (site or names[0]))
-    if kind == "arithmetic" and config.dataset not in LABELLED:
+    if kind == "arithmetic" and not _may_have_labels(config.dataset):
         raise UsageError(
             f"--kind arithmetic averages the codes of each class, and this run's data set {config.dataset} has no "
             f"labels; use a run trained on a labelled data set ({', '.join(LABELLED)})"

@@ -59,7 +59,8 @@ def check_label_classes(model: ModelSpec, labels: torch.Tensor | None, dataset: 
         where = f"spec: inputs.{name} = {classes} classes, but data set {dataset!r}"
         if labels is None:
             raise SpecError(
-                f"{where} has no labels; a label input needs a labelled data set (mnist-5k, mnist or fashion-mnist)"
+                f"{where} has no labels; a label input needs a labelled data set (mnist-5k, mnist or fashion-mnist, "
+                "or a data file with labels: train_labels and test_labels arrays, or a table's --label-column)"
             )
         if labels.numel() == 0:
             continue

@@ -111,3 +111,33 @@ def test_tensors_a_user_has_become_a_data_set():
     assert data.labels_of("test").dtype == torch.long and data.image_shape == (1, 1, 6)
     with pytest.raises(DataError, match="same number of values per row"):
         Dataset.from_tensors(x, torch.rand(4, 5))
+
+
+def test_labels_come_from_labels_arrays_or_a_table_column(tmp_path: Path, capsys):
+    rng = np.random.default_rng(0)
+    x, y = (rng.random((60, 16)) > 0.5).astype(np.float32), rng.integers(0, 3, 60)
+    np.savez(tmp_path / "l.npz", x, labels=y)  # one array and its labels: split together
+    data = load_dataset(str(tmp_path / "l.npz"))
+    assert data.labels_of("test").shape == (6,) and data.labels_of("train").dtype == torch.long
+    rows = {tuple(r.tolist()): c for r, c in zip(x, y, strict=True)}
+    assert all(rows[tuple(r.tolist())] == c for r, c in zip(data.splits["test"], data.labels_of("test"), strict=True))
+    table = pd.DataFrame(x[:, :4], columns=list("abcd")).assign(digit=y)
+    table.to_csv(tmp_path / "t.csv", index=False)
+    for column in ("digit", "4"):
+        labelled = load_dataset(str(tmp_path / "t.csv"), label_column=column)
+        assert labelled.data_dim == 4 and labelled.labels_of("train").shape == (54,)
+    with pytest.raises(DataError, match="no such column"):
+        load_dataset(str(tmp_path / "t.csv"), label_column="colour")
+    np.savez(tmp_path / "bad.npz", x, labels=y + 0.5)
+    with pytest.raises(DataError, match="train_labels: labels must be 54 class indices"):
+        load_dataset(str(tmp_path / "bad.npz"))
+    out = tmp_path / "run"
+    cvae = ["train", "--model", "cvae", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--no-progress"]
+    assert cli.main([*cvae, "--out", str(out), "--dataset", str(tmp_path / "l.npz")]) == 0  # conditioned on y
+    assert cli.main(["sample", str(out), "--label", "2", "--out", str(tmp_path / "two.png")]) == 0
+    np.save(tmp_path / "plain.npy", x)
+    err = one_error_line(
+        capsys, 2, cli.main([*cvae, "--out", str(tmp_path / "r2"), "--dataset", str(tmp_path / "plain.npy")])
+    )
+    assert "has no labels; a label input needs a labelled data set" in err and "--label-column" in err
+    assert not (tmp_path / "r2").exists()
