@@ -161,14 +161,11 @@ def _checked(a: np.ndarray, where: str) -> torch.Tensor:
 
 def _labels(a: np.ndarray, n: int, where: str) -> torch.Tensor:
     """``a`` as ``(n,)`` class indices 0, 1, ..., checked."""
-    a = np.asarray(a).reshape(-1) if np.asarray(a).ndim == 2 and np.asarray(a).shape[1] == 1 else np.asarray(a)
-    if (
-        a.shape != (n,)
-        or a.dtype.kind not in "biuf"
-        or not np.all(np.isfinite(a))
-        or np.any(a != np.round(a))
-        or (np.any(a < 0))
-    ):
+    a = np.asarray(a)
+    if a.ndim == 2 and a.shape[1] == 1:  # a column
+        a = a.reshape(-1)
+    whole = a.dtype.kind in "biuf" and bool(np.all(np.isfinite(a)) and np.all(a == np.round(a)) and np.all(a >= 0))
+    if a.shape != (n,) or not whole:
         raise DataError(f"{where}: labels must be {n} class indices 0, 1, 2, ... (one per row), got shape {a.shape}")
     return torch.as_tensor(a.astype(np.int64))
 

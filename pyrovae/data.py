@@ -212,16 +212,9 @@ def load_dataset(
     else:
         splits, labels = _load_torchvision(name, require_data_dir(name, data_dir))
     check_splits(name, splits, labels, IMAGE_SHAPE)
-    grey = frozenset() if name == "binarized-mnist" or not binarize else frozenset(splits)
-    splits = {k: v.to(device) for k, v in splits.items()}
-    for split in grey - {"train"}:
-        generator = torch.Generator(device=splits[split].device).manual_seed(BINARIZE_SEED)
-        splits[split] = torch.bernoulli(splits[split], generator=generator)
-    return Dataset(
-        name=name,
-        splits=splits,
-        labels={k: v.to(device) for k, v in labels.items()},
-        dynamic=grey & {"train"},
+    grey = binarize and name != "binarized-mnist"  # its files are binary already
+    return Dataset.from_tensors(
+        **splits, labels=labels, name=name, image_shape=IMAGE_SHAPE, binarize=grey, device=device
     )
 
 

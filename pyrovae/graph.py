@@ -239,14 +239,14 @@ def relax(fn: dist.Distribution, temperature: float, straight_through: bool) -> 
     References: C. J. Maddison, A. Mnih, Y. W. Teh, "The Concrete Distribution", ICLR 2017; E. Jang, S. Gu,
     B. Poole, "Categorical Reparameterization with Gumbel-Softmax", ICLR 2017 (the straight-through variant).
     """
-    if isinstance(fn, dist.Independent):  # binary units: the binary Concrete of each
-        logits = fn.base_dist.logits
-        t = torch.tensor(temperature, dtype=logits.dtype, device=logits.device)
+    binary = isinstance(fn, dist.Independent)  # binary units: the binary Concrete of each
+    logits = fn.base_dist.logits if binary else fn.logits
+    t = torch.tensor(temperature, dtype=logits.dtype, device=logits.device)
+    if binary:
         kind = dist.RelaxedBernoulliStraightThrough if straight_through else dist.RelaxedBernoulli
         return kind(t, logits=logits).to_event(1)
-    temperature = torch.tensor(temperature, dtype=fn.logits.dtype, device=fn.logits.device)
     kind = dist.RelaxedOneHotCategoricalStraightThrough if straight_through else dist.RelaxedOneHotCategorical
-    return kind(temperature, logits=fn.logits)
+    return kind(t, logits=logits)
 
 
 def check_mask(x: torch.Tensor | None, mask: torch.Tensor | None) -> None:
