@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 
-from pyrovae.graph import LatentGraph, Node, check_mask, known_factor
+from pyrovae.graph import LatentGraph, Node, check_mask, known_factor, label_input
 from pyrovae.models.likelihoods import Likelihood, Observation
 from pyrovae.primitives import data_plate, kl_scale
 
@@ -117,6 +117,8 @@ class LatentModel(LatentGraph):
         :param x: observed minibatch ``(B, data_dim)``, or ``None`` to generate.
         :param inputs: the conditioning inputs named in ``inputs`` (e.g. labels ``(B,)``), then the
             observed labels named in ``observed`` (class indices ``(B,)``); leave those out to sample them.
+            Each input is a sample site of its name (:func:`~pyrovae.graph.label_input`), so it can be left
+            out and set by ``poutine.condition`` or ``poutine.do`` instead (or drawn uniformly).
         :param beta: weight of the KL term (beta-VAE); the latent sites are scaled by it.
         :param num_data: full data-set size N; the data plate then scales by N / B.
         :param batch_size: how many datapoints to generate when neither x nor an input is given.
@@ -126,7 +128,7 @@ class LatentModel(LatentGraph):
         """
         self.register()
         check_mask(x, mask)
-        values = self.start(x, inputs)
+        values = self.start(x, inputs, optional=True)
         given = x if x is not None else (inputs[0] if inputs else None)
         if given is None and batch_size is None:
             raise ValueError("give either x or batch_size")
@@ -137,6 +139,8 @@ class LatentModel(LatentGraph):
         observed = dict(zip(self.observed, inputs[len(self.inputs) :], strict=False))  # class indices (B,)
         known = self.known(inputs)
         with data_plate(size, num_data, device):
+            for (name, classes), value in itertools.zip_longest(self.inputs.items(), inputs[: len(self.inputs)]):
+                values[name] = label_input(name, classes, value, device)  # a site: conditioned or intervened on
             with kl_scale(self.beta(beta)):
                 sampled = {node.site: self.sample(node, values) for node in self.latents}
             for site, labels in known.items():  # outside the KL's scale: a label is data, whatever beta

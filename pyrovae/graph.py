@@ -143,10 +143,16 @@ class LatentGraph(nn.Module):
         for site, module in self.baselines.items():
             pyro.module(f"baseline_{site}", module)
 
-    def start(self, x: torch.Tensor | None, labels: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def start(
+        self, x: torch.Tensor | None, labels: Sequence[torch.Tensor], *, optional: bool = False
+    ) -> dict[str, torch.Tensor]:
         """The values nodes can read before any is sampled: x and the one-hot labels (the inputs, and the
-        observed labels when given)."""
-        if len(labels) not in (len(self.inputs), len(self.labels)):
+        observed labels when given).
+
+        :param optional: the inputs are sample sites the caller adds (a model's, :func:`label_input`), and may
+            be left out; they are then not among the values returned.
+        """
+        if len(labels) not in (len(self.inputs), len(self.labels), *((0,) if optional else ())):
             names = ", ".join(self.inputs) or "nothing"
             observed = f" (then, to observe them, {', '.join(self.observed)})" if self.observed else ""
             raise ValueError(
@@ -155,7 +161,7 @@ class LatentGraph(nn.Module):
             )
         values = {} if x is None else {"x": x}
         for (name, classes), value in zip(self.labels.items(), labels, strict=False):
-            if name in self.partial:  # a latent: its value is the one sampled (or pinned) at its node
+            if name in self.partial or (optional and name in self.inputs):  # a latent, or a site: set later
                 continue
             if not value.is_floating_point():
                 value = F.one_hot(value, classes).to(torch.get_default_dtype())  # (B,) -> (B, classes)
@@ -220,6 +226,21 @@ class LatentGraph(nn.Module):
 
 
 DISCRETE = ("class", "binary")  # the supports of discrete latents (Capabilities.support): a class, binary units
+
+
+def label_input(name: str, classes: int, value: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """A conditioning input (a cvae's label) as the sample site ``name``, returned one-hot ``(..., classes)``.
+
+    The model is p(x | y): the site carries no density (it is masked), so bounds are those of x given y. As a
+    site it is observed at ``value`` (class indices ``(B,)``), drawn uniformly when ``value`` is ``None``
+    (generating), and ``poutine.condition`` / ``poutine.do`` set it as they set any site. A float ``value``
+    (one-hot or soft rows, e.g. between two classes) is read as it is, with no site.
+    """
+    if value is not None and value.is_floating_point():
+        return value
+    uniform = dist.Categorical(logits=torch.zeros(classes, device=device)).mask(False)
+    y = pyro.sample(name, uniform, obs=value)
+    return F.one_hot(y, classes).to(torch.get_default_dtype())
 
 
 def discrete_support(module: nn.Module) -> str | None:

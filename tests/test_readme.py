@@ -11,15 +11,20 @@ import torch
 from pyrovae import cli, spec
 from pyrovae.inference import iwae_bound
 
+from conftest import SMALL
+
 README = (Path(__file__).parents[1] / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 HAND_WRITTEN = "Laplace"  # the hand-written Pyro model's block, which stands alone
 
 
-def test_readme_python_example_runs(capsys, trained):
+def test_readme_python_example_runs(capsys, trained, tmp_path):
     code = "\n".join(block for block in BLOCKS if HAND_WRITTEN not in block)
-    assert "range(20)" in code and 'pyrovae.load("runs/demo")' in code
+    assert "range(20)" in code and 'pyrovae.load("runs/demo")' in code and 'pyrovae.load("runs/cvae")' in code
+    cvae_run = tmp_path / "cvae"
+    assert cli.main(["train", "--model", "cvae", "--epochs", "1", "--out", str(cvae_run), *SMALL]) == 0
     code = code.replace("range(20)", "range(1)").replace('"runs/demo"', repr(str(trained[1])))  # a trained run
+    code = code.replace('"runs/cvae"', repr(str(cvae_run)))
     namespace = {}
     exec(compile(code, "README.md", "exec"), namespace)
     printed = capsys.readouterr().out
@@ -34,6 +39,11 @@ def test_readme_python_example_runs(capsys, trained):
     assert namespace["recon"].shape == (1, 8, 784) and namespace["decoder"] is not None
     assert not torch.equal(namespace["recon"][0], namespace["x"])  # drawn from p(x | z), not the observed x
     assert namespace["prior"].shape == (4, 2, 784) and not torch.equal(namespace["prior"][0], namespace["prior"][1])
+    assert namespace["drawn"]["x"].shape == (1, 8, 784)
+    cvae, z, means = namespace["cvae"], namespace["z"], namespace["means"]
+    one_hot = torch.nn.functional.one_hot(torch.arange(10), 10).float()
+    expected = cvae.model.conditionals["decoder"](z.expand(10, -1), one_hot).mean  # the labels passed, as inputs
+    assert torch.allclose(means, expected) and not torch.allclose(means[0], means[1])
 
 
 def test_readme_hand_written_pyro_model_trains_and_gets_bounds(capsys):

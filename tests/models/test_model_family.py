@@ -55,7 +55,7 @@ def test_sites_are_in_the_data_plate_with_their_shapes(name: str, arch: str, gui
     guide_trace.compute_log_prob()
     trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
     trace.compute_log_prob()
-    assert [s["name"] for s in sample_sites(trace)] == [*(n.site for n in model.latents), "x"]
+    assert [s["name"] for s in sample_sites(trace)] == [*model.inputs, *(n.site for n in model.latents), "x"]
     assert sorted(s["name"] for s in sample_sites(guide_trace)) == sorted(n.site for n in model.latents)
     kind = {"diag": "Independent", "full": "MultivariateNormal", "delta": "Delta"}[guide_family]
     for site in sample_sites(guide_trace):
@@ -68,10 +68,13 @@ def test_sites_are_in_the_data_plate_with_their_shapes(name: str, arch: str, gui
         assert site["log_prob"].shape == (5,)
         assert torch.equal(trace.nodes[site["name"]]["value"], site["value"])  # the model replays the guide's z
     for site in sample_sites(trace):
-        event = (16,) if site["name"] == "x" else () if type(site["fn"]).__name__ == "Categorical" else (3,)
+        discrete = type(site["fn"]).__name__ == "Categorical" or site["name"] in model.inputs
+        event = (16,) if site["name"] == "x" else () if discrete else (3,)
         assert site["fn"].batch_shape == (5,) and site["fn"].event_shape == event
         assert [(f.name, f.dim, f.size) for f in site["cond_indep_stack"]] == [("data", -1, 5)]
         assert site["log_prob"].shape == (5,)
+        if site["name"] in model.inputs:  # an input: observed at the label, no density (p(x | y) is conditional)
+            assert torch.equal(site["value"], args[1]) and torch.equal(site["log_prob"], torch.zeros(5))
 
 
 # every family and guide with every objective (MLPs), and every family with convolutional networks (one objective,
@@ -153,4 +156,26 @@ def test_cvae_samples_change_with_the_label():
     draws = poutine.trace(model).get_trace(None, torch.full((4,), 3))
     assert draws.nodes["x"]["value"].shape == (4, 16)
     with pytest.raises(ValueError, match="conditions on y"):
-        model(torch.zeros(2, 16))
+        model(torch.zeros(2, 16), torch.arange(2), torch.arange(2))
+
+
+@pytest.mark.parametrize("handler", [poutine.condition, poutine.do])
+def test_a_cvae_label_is_a_site_to_condition_or_intervene_on(handler):
+    model, guide = build("cvae")
+    y = torch.tensor([3, 3, 7, 7])
+    given = poutine.trace(model).get_trace(None, y)  # the label passed
+    drawn = poutine.trace(model).get_trace(batch_size=4)  # the label left out: drawn uniformly, a site
+    assert drawn.nodes["y"]["value"].shape == (4,) and not drawn.nodes["y"]["is_observed"]
+    x0 = given.nodes["x"]["value"]
+    for label, same in ((y, True), (torch.tensor([0, 1, 2, 4]), False)):
+        # z of the run given y: p(x | z, label) is p(x | z, y) exactly when the handler set y
+        pinned = poutine.condition(handler(model, data={"y": label}), data={"z": given.nodes["z"]["value"]})
+        replayed = poutine.trace(pinned).get_trace(batch_size=4)
+        log_p = replayed.nodes["x"]["fn"].log_prob(x0)
+        assert torch.allclose(log_p, given.nodes["x"]["fn"].log_prob(x0)) == same
+    x = torch.bernoulli(torch.full((4, 16), 0.5))
+    guide_trace = poutine.trace(guide).get_trace(x, y)
+    conditioned = poutine.trace(poutine.replay(poutine.condition(model, data={"y": y}), trace=guide_trace))
+    passed = poutine.trace(poutine.replay(model, trace=guide_trace))
+    # the same log p(x, z | y): the label adds no density however it is set
+    assert torch.allclose(conditioned.get_trace(x).log_prob_sum(), passed.get_trace(x, y).log_prob_sum())
