@@ -94,7 +94,7 @@ def train_and_evaluate(setup: Setup, estimator: str, args: argparse.Namespace) -
         bounds[k] = float(pd.read_csv(out / "bounds.csv")["bound"].iloc[0])
     return {
         "estimator": estimator,
-        "test ELBO (last epoch)": metrics["test_elbo"].iloc[-1],
+        "valid ELBO (last epoch)": metrics["valid_elbo"].iloc[-1],
         "L_1": bounds[1],
         f"L_5000 ({args.ll_limit} images)": bounds[5000],
         "seconds / epoch": metrics["seconds"].mean(),

@@ -46,7 +46,8 @@ def train_plain(
     activation: str = "relu",
     seed: int = 0,
 ) -> list[dict[str, float]]:
-    """Train with Adam; return per-epoch ``test_elbo`` and ``seconds`` (training steps only)."""
+    """Train with Adam; return per-epoch ``heldout_elbo`` (the ELBO of the rows of ``test``) and ``seconds``
+    (training steps only)."""
     torch.manual_seed(seed)
     vae = PlainVAE(train.shape[1], latent_dim, hidden, activation)
     optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
@@ -60,6 +61,6 @@ def train_plain(
             optimizer.step()
         seconds = time.perf_counter() - start
         with torch.no_grad():
-            test_elbo = torch.cat([vae.elbo(x) for x in test.split(1000)]).mean().item()
-        history.append({"epoch": epoch, "test_elbo": test_elbo, "seconds": seconds})
+            heldout_elbo = torch.cat([vae.elbo(x) for x in test.split(1000)]).mean().item()
+        history.append({"epoch": epoch, "heldout_elbo": heldout_elbo, "seconds": seconds})
     return history

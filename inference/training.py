@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from pyrovae.data import Dataset
 from pyrovae.errors import FieldError, check_choice, check_float, check_int, check_type, is_out_of_memory
+from pyrovae.formats import DataError
 from pyrovae.inference.annealing import parse_schedule
 from pyrovae.inference.diagnostics import (
     PosteriorCollapseWarning,
@@ -60,7 +61,21 @@ from pyrovae.inference.objectives import (
 )
 from pyrovae.primitives import batch_args
 
-METRICS = ("epoch", "train_elbo", "test_elbo", "reconstruction", "kl", "beta", "train_loss", "seconds", "active_units")
+# metrics.csv's columns: valid_elbo or test_elbo (the other empty) is the held-out split's ELBO, and
+# heldout_split names that split, on which active_units (and kl_per_dim.csv) are measured too
+METRICS = (
+    "epoch",
+    "train_elbo",
+    "valid_elbo",
+    "test_elbo",
+    "reconstruction",
+    "kl",
+    "beta",
+    "train_loss",
+    "seconds",
+    "active_units",
+    "heldout_split",
+)
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,9 @@ class TrainConfig:
     eval_batch_size: int = 1000  # chunk size of the per-epoch ELBO evaluation
     log_every: int = 50  # steps between progress-bar refreshes and NaN checks (the only host syncs)
     clip_norm: float | None = None  # largest gradient norm of the per-datapoint loss; None: no clipping
+    # Stop after this many epochs without a higher validation ELBO (pyrovae train keeps the best epoch's
+    # parameters); None: train every epoch. Needs a validation split.
+    early_stopping: int | None = None
 
     def __post_init__(self) -> None:
         """Every setting of the right type and in range, else a :class:`~pyrovae.errors.FieldError` naming it."""
@@ -90,6 +108,8 @@ class TrainConfig:
         check_float("lr", self.lr, positive=True)
         if self.clip_norm is not None:
             check_float("clip_norm", self.clip_norm, positive=True)
+        if self.early_stopping is not None:
+            check_int("early_stopping", self.early_stopping)
         check_float("beta", self.beta)  # a float32 poutine.scale: 1e300 would be infinite
         check_choice("objective", self.objective, tuple(OBJECTIVES))
         try:
@@ -153,12 +173,13 @@ class Trainer:
         row under ``name`` (e.g. a classifier's test accuracy).
 
     Every epoch appends a row to :attr:`history` with, in nats per datapoint,
-    ``train_elbo`` and ``test_elbo`` (the true ELBO at beta = 1, on fixed
-    binarizations of the splits), ``reconstruction`` and ``kl`` (the two terms of
-    ``train_elbo``), the ``beta`` in force at the epoch's end, ``train_loss`` (the
+    ``train_elbo`` and the held-out split's ``valid_elbo`` (where the data has a validation split;
+    the test split is then left to evaluation) or else ``test_elbo`` (the true ELBO at beta = 1, on fixed
+    binarizations of the splits), ``heldout_split`` (which of the two), ``reconstruction`` and ``kl`` (the
+    two terms of ``train_elbo``), the ``beta`` in force at the epoch's end, ``train_loss`` (the
     mean training objective, beta-weighted), ``seconds`` (training steps only),
-    ``active_units`` (all latent sites in the data plate, on the test split),
-    ``kl_per_dim`` (``{site: [KL per dimension]}`` on the test split) and, per auxiliary
+    ``active_units`` (all latent sites in the data plate, on the held-out split),
+    ``kl_per_dim`` (``{site: [KL per dimension]}`` on the held-out split) and, per auxiliary
     term, ``aux_<name>`` (its epoch mean per datapoint, unweighted); the last two are
     not ``METRICS`` columns. ``train_loss`` includes the weighted auxiliary terms.
     An epoch at which the posterior collapses onto the prior, after one at which
@@ -189,6 +210,12 @@ class Trainer:
         self.metrics = dict(metrics or {})
         self._aux_sums: dict[str, torch.Tensor | float] = {}  # each term's sum over the epoch's steps, scaled to N
         self.takes_scales = (takes_scales(model), takes_scales(guide))  # keywords, or the handlers
+        if config.early_stopping is not None and data.heldout != "valid":
+            raise DataError(
+                f"--early-stopping selects epochs by the validation ELBO, and data set {data.name!r} has no "
+                "validation split; hold one out of the training split with --valid-fraction 0.1 (or give a file "
+                "with a valid array)"
+            )
         self.num_data = data.split("train").shape[0]
         first = batch_args(next(data.eval_batches("train", 2, labels=labels)))
         self.params = register_params(*self._programs(1.0), *first)  # name -> tensor
@@ -214,6 +241,18 @@ class Trainer:
     def epoch(self) -> int:
         """Epochs completed."""
         return len(self.history)
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The completed epoch of the highest held-out ELBO (the first of ties); ``None`` before any."""
+        scores = [heldout_elbo(row)[1] for row in self.history]
+        return 1 + scores.index(max(scores)) if scores else None
+
+    @property
+    def patience_spent(self) -> bool:
+        """Whether ``config.early_stopping`` epochs have passed without a higher validation ELBO than the best's."""
+        patience = self.config.early_stopping
+        return patience is not None and self.epoch > 0 and self.epoch - self.best_epoch >= patience
 
     def _programs(self, beta: float) -> tuple[Callable, Callable]:
         """Model and guide with ``beta`` and the training split's N bound (by keyword or by handler)."""
@@ -285,17 +324,19 @@ class Trainer:
         batch_size = self.config.eval_batch_size
         count = self.steps_per_epoch * self.num_data  # as train_loss: the mean over steps of the per-datapoint term
         aux = {f"aux_{name}": float(value) / count for name, value in self._aux_sums.items()}
-        train, test = (
+        heldout = self.data.heldout
+        train, held = (
             evaluate_elbo(self.model, self.guide, self.data.eval_batches(split, batch_size, labels=self.labels))
-            for split in ("train", "test")
+            for split in ("train", heldout)
         )
-        if not (params_finite() and math.isfinite(train["elbo"]) and math.isfinite(test["elbo"])):
+        if not (params_finite() and math.isfinite(train["elbo"]) and math.isfinite(held["elbo"])):
             # the last step's update overflowed: no loss shows it yet
             raise Diverged(epoch=epoch, step=epoch * self.steps_per_epoch, last_finite_loss=self.last_finite_loss)
         row = {
             "epoch": epoch,
             "train_elbo": train["elbo"],
-            "test_elbo": test["elbo"],
+            f"{heldout}_elbo": held["elbo"],
+            "heldout_split": heldout,
             "reconstruction": train["reconstruction"],
             "kl": train["kl"],
             "beta": beta,
@@ -318,8 +359,10 @@ class Trainer:
             return {name: float(fn()) for name, fn in self.metrics.items()}
 
     def _latent_diagnostics(self) -> dict:
-        """Active units and per-dimension KL on the test split (on a forked RNG: training draws the same numbers)."""
-        test = functools.partial(self.data.eval_batches, "test", self.config.eval_batch_size, labels=self.labels)
+        """Active units and per-dimension KL on the held-out split (on a forked RNG: training draws the same
+        numbers)."""
+        split, size = self.data.heldout, self.config.eval_batch_size
+        test = functools.partial(self.data.eval_batches, split, size, labels=self.labels)
         with torch.random.fork_rng(devices=[self.data.device] if self.data.device.type == "cuda" else []):
             model, guide = self.model, self.guide
             if self.global_latents:  # one draw of them, observed in both programs: the diagnostics see local ones
@@ -525,6 +568,14 @@ def load_params(params: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, value in params.items():
             live[name].copy_(value)
+
+
+def heldout_elbo(row: dict) -> tuple[str, float]:
+    """An epoch's row's held-out split and its ELBO: ``valid_elbo`` where measured, else ``test_elbo``."""
+    valid = row.get("valid_elbo")
+    if valid is not None and not math.isnan(valid):
+        return "valid", valid
+    return "test", row["test_elbo"]
 
 
 def _collapse_message(row: dict) -> str | None:

@@ -17,14 +17,18 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-def load(run_dir: str | Path, device: str = "cpu", *, model_file: str | None = None) -> LoadedRun:
+def load(
+    run_dir: str | Path, device: str = "cpu", *, model_file: str | None = None, checkpoint: str = "best"
+) -> LoadedRun:
     """A trained run from its directory: ``.model`` and ``.guide`` (plain Pyro callables, parameters
     loaded), ``.config``, ``.spec``, ``.networks`` by name and ``.image_shape``.
 
     Reads the run without running code from it (see the README's threat model) and leaves Pyro's
     param store as it is: :func:`pyrovae.store.load_run`. A run trained from a hand-written model
-    needs ``model_file`` (``FILE.py:FACTORY``), the very file it was trained from.
+    needs ``model_file`` (``FILE.py:FACTORY``), the very file it was trained from. ``checkpoint="best"``
+    is the best epoch of a run trained with early stopping (and the last epoch of any other);
+    ``"last"`` the last completed epoch.
     """
     from pyrovae.store import load_run
 
-    return load_run(run_dir, device, model_file=model_file)
+    return load_run(run_dir, device, model_file=model_file, checkpoint=checkpoint)

@@ -1,4 +1,5 @@
-"""A user's data from a file: NumPy (``.npy``, ``.npz``), PyTorch (``.pt``) or a numeric table (``.csv``, ``.tsv``).
+"""A user's data from a file: NumPy (``.npy``, ``.npz``), PyTorch (``.pt``), a numeric table (``.csv``, ``.tsv``),
+or a folder of images (:mod:`pyrovae.images`).
 
 Each file gives the splits of a data set, ``(N, *shape)`` arrays: a single array (split into train
 and test with a fixed seed, ``test_fraction`` of the rows for the test split), or arrays named
@@ -19,14 +20,18 @@ import numpy as np
 import torch
 
 from pyrovae.formats import DataError
+from pyrovae.images import read_image_folder
 
 SUFFIXES = (".npy", ".npz", ".pt", ".csv", ".tsv")
 SPLITS = ("train", "test", "valid")
 
 
 def is_data_file(name: str) -> bool:
-    """Whether ``name`` names a data file (by its suffix) rather than a built-in data set."""
-    return Path(name).suffix.lower() in SUFFIXES
+    """Whether ``name`` names a data file (by its suffix) or a folder of images (an existing directory),
+    rather than a built-in data set (whose names win over a directory of the same name: write ``./mnist``)."""
+    from pyrovae.data import DATASETS  # data imports this module
+
+    return Path(name).suffix.lower() in SUFFIXES or (name not in DATASETS and Path(name).is_dir())
 
 
 def read_splits(
@@ -39,9 +44,17 @@ def read_splits(
         datapoint shapes, non-numeric or non-finite values, labels that are not class indices, too few rows.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"--dataset {path}: no such file; give a data file ({', '.join(SUFFIXES)}) or a data set name")
-    arrays = _read(path, label_column)
+    if path.is_dir():
+        if label_column is not None:
+            raise DataError(f"--label-column applies to a table (.csv, .tsv); {path}'s labels are its class folders")
+        arrays = read_image_folder(path)
+    elif path.is_file():
+        arrays = _read(path, label_column)
+    else:
+        raise DataError(
+            f"--dataset {path}: no such file; give a data file ({', '.join(SUFFIXES)}), a folder of images or a "
+            "data set name"
+        )
     if set(arrays) <= {"data", "labels"}:
         arrays = _split(arrays, test_fraction, seed, path)
     names = {k.removesuffix("_labels") for k in arrays}

@@ -31,6 +31,7 @@ import torch
 from pyrovae.errors import InputError, is_out_of_memory, one_line
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"  # with early stopping: the checkpoint of the epoch of the highest validation ELBO
 FORMAT = 3  # bumped when the checkpoint layout changes; 3: networks as module state dicts
 READABLE = (2, FORMAT)  # 2: every parameter under its param-store name (still read: Trainer, load_run)
 LEGACY_FORMAT = 1  # numpy's RNG state as an array: read with numpy's array globals allowed, then converted

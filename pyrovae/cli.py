@@ -67,7 +67,8 @@ def _dataset(names: Sequence[str] | None) -> Callable[[str], str]:
             return text
         listed = ", ".join(repr(n) for n in names)
         raise argparse.ArgumentTypeError(
-            f"invalid choice: {text!r} (choose from {listed}, or give a data file: {', '.join(SUFFIXES)})"
+            f"invalid choice: {text!r} (choose from {listed}, or give a data file: {', '.join(SUFFIXES)}, or a "
+            "folder of images)"
         )
 
     return dataset
@@ -139,14 +140,21 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
         default="mnist-5k",
         type=_dataset(choice["dataset"]),
         metavar="NAME|FILE",
-        help=f"a data set ({names}) or a data file (.npy, .npz, .pt, .csv, .tsv): arrays train, test[, valid] "
-        "or one array",
+        help=f"a data set ({names}), a data file (.npy, .npz, .pt, .csv, .tsv: arrays train, test[, valid] or one "
+        "array) or a folder of images (train/, test/[, valid/] or one split; class sub-folders as ImageFolder)",
     )
     train.add_argument(
         "--test-fraction",
         type=float,
         default=0.1,
         help="a data file of one array: the rows kept for the test split, seeded (default: 0.1)",
+    )
+    train.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=None,
+        help="hold out this fraction of the training split (seeded) as a validation split, monitored every epoch "
+        "in place of the test split (default: none; a data set's own valid split is used where it has one)",
     )
     train.add_argument(
         "--label-column",
@@ -192,6 +200,14 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
         type=float,
         default=None,
         help="bound on the per-datapoint loss's gradient norm, e.g. 100 (default: none, no clipping)",
+    )
+    train.add_argument(
+        "--early-stopping",
+        type=int,
+        default=None,
+        metavar="PATIENCE",
+        help="stop after PATIENCE epochs without a higher validation ELBO, keeping the best epoch in best.pt (which "
+        "evaluate, sample, plot and pyrovae.load then read) (default: none; needs a validation split)",
     )
     train.add_argument("--seed", type=int, default=0, help="random seed")
     train.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -359,9 +375,16 @@ def _train(args: argparse.Namespace) -> None:
             model_file=args.model_file,
         )
     if history:
+        from pyrovae.inference.training import heldout_elbo
+
         autoencoder = config.model != "file" and model_spec(config).deterministic
-        name = "test log p(x | f(x)) (autoencoder)" if autoencoder else "test ELBO"
-        print(f"final {name}: {history[-1]['test_elbo']:.3f} nats")
+        kept = history[-1]  # the run's parameters: the last epoch's, or with early stopping the best one's
+        if config.train.early_stopping is not None:
+            kept = max(history, key=lambda row: heldout_elbo(row)[1])
+        split, score = heldout_elbo(kept)
+        name = f"{split} log p(x | f(x)) (autoencoder)" if autoencoder else f"{split} ELBO"
+        which = f"best (epoch {kept['epoch']})" if config.train.early_stopping is not None else "final"
+        print(f"{which} {name}: {score:.3f} nats")
 
 
 def _evaluate(args: argparse.Namespace) -> None:

@@ -9,6 +9,7 @@ once with a fixed seed so that test numbers are comparable across runs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import urllib.request
@@ -59,6 +60,36 @@ class Dataset:
     def device(self) -> torch.device:
         """The device every split lives on."""
         return self.splits["train"].device
+
+    @property
+    def heldout(self) -> str:
+        """The split training monitors per epoch: ``valid`` where there is one, else ``test``."""
+        return "valid" if "valid" in self.splits else "test"
+
+    def with_validation(self, fraction: float, *, seed: int = SPLIT_SEED) -> Dataset:
+        """This data set with ``fraction`` of the training rows (and their labels) held out as the ``valid``
+        split, chosen by a permutation seeded with ``seed``; held-out grey values are binarized once, with
+        :data:`BINARIZE_SEED`, as every evaluation split.
+
+        :raises DataError: a data set with a validation split already, a fraction outside (0, 1), or too few rows.
+        """
+        if "valid" in self.splits:
+            raise DataError(f"data set {self.name!r} has a validation split already; drop --valid-fraction")
+        if not 0 < fraction < 1:
+            raise DataError(f"--valid-fraction must be in (0, 1), got {fraction}")
+        x = self.splits["train"]
+        n_valid = math.ceil(len(x) * fraction)
+        if len(x) - n_valid < 1:
+            raise DataError(f"data set {self.name!r}: {len(x)} training rows are too few to hold out {n_valid}")
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
+        keep, held = order[n_valid:], order[:n_valid]
+        valid = x[held]
+        if "train" in self.dynamic:
+            valid = torch.bernoulli(valid, generator=torch.Generator(device=x.device).manual_seed(BINARIZE_SEED))
+        labels = dict(self.labels)
+        if "train" in labels:
+            labels |= {"train": labels["train"][keep], "valid": labels["train"][held]}
+        return dataclasses.replace(self, splits={**self.splits, "train": x[keep], "valid": valid}, labels=labels)
 
     @classmethod
     def from_tensors(
@@ -179,19 +210,35 @@ def load_dataset(
     device: str | torch.device = "cpu",
     binarize: bool = True,
     test_fraction: float = 0.1,
+    valid_fraction: float | None = None,
     label_column: str | None = None,
 ) -> Dataset:
     """Load a named data set, or a data file of the user's, onto ``device``.
 
-    :param name: one of :data:`DATASETS`, or the path of a ``.npy``, ``.npz``, ``.pt``, ``.csv`` or ``.tsv``
-        file (:mod:`pyrovae.arrays`).
+    :param name: one of :data:`DATASETS`, the path of a ``.npy``, ``.npz``, ``.pt``, ``.csv`` or ``.tsv``
+        file (:mod:`pyrovae.arrays`), or of a folder of images (:mod:`pyrovae.images`).
     :param data_dir: where the files are (or are downloaded to); unused by ``mnist-5k`` and data files.
     :param binarize: prepare grey-scale data for a Bernoulli likelihood (dynamic
         binarization of the training split, fixed binarization of the others); a data file's values
         are binarized only when they all lie in [0, 1] (never counts).
     :param test_fraction: of a data file holding one array, the rows kept for the test split (seeded).
+    :param valid_fraction: hold out this fraction of the training split as the validation split
+        (:meth:`Dataset.with_validation`), for a data set without one; ``None``: none held out.
     :param label_column: of a table (``.csv``, ``.tsv``), the column of class labels: a header name or an index.
     """
+    data = _load(name, data_dir, device, binarize, test_fraction, label_column)
+    return data if valid_fraction is None else data.with_validation(valid_fraction)
+
+
+def _load(
+    name: str,
+    data_dir: str | Path | None,
+    device: str | torch.device,
+    binarize: bool,
+    test_fraction: float,
+    label_column: str | None,
+) -> Dataset:
+    """:func:`load_dataset` before a validation split is held out."""
     if is_data_file(name):
         splits, labels, shape = read_splits(
             name, test_fraction=test_fraction, seed=SPLIT_SEED, label_column=label_column
@@ -203,7 +250,8 @@ def load_dataset(
         )
     if name not in DATASETS:
         raise DataError(
-            f"unknown data set {name!r}; choose from {', '.join(DATASETS)}, or give a data file ({', '.join(SUFFIXES)})"
+            f"unknown data set {name!r}; choose from {', '.join(DATASETS)}, or give a data file "
+            f"({', '.join(SUFFIXES)}) or a folder of images"
         )
     if name == "mnist-5k":
         splits, labels = _load_mnist_5k()

@@ -51,6 +51,7 @@ class RunConfig:
 
     dataset: str = "mnist-5k"  # a name in pyrovae.data.DATASETS, or the absolute path of a data file
     test_fraction: float = 0.1  # a data file of one array: the rows kept for the test split (seeded)
+    valid_fraction: float | None = None  # hold out this fraction of the training split for validation (seeded)
     label_column: str | None = None  # a table (.csv, .tsv): its column of class labels, a header name or an index
     data_dir: str | None = None  # where the data files are (unused by mnist-5k); absolute since pyrovae train stores it
     model: str = "vae"  # where the model came from: a built-in name (pyrovae.spec.BUILTIN), "spec" or "file"
@@ -73,9 +74,13 @@ class RunConfig:
         :class:`~pyrovae.errors.FieldError` naming it."""
         if not (isinstance(self.dataset, str) and is_data_file(self.dataset)):
             check_choice("dataset", self.dataset, DATASETS)
-        check_float("test_fraction", self.test_fraction, positive=True)
-        if not self.test_fraction < 1:
-            raise FieldError("test_fraction", f"must be below 1, got {self.test_fraction}")
+        for name in ("test_fraction", "valid_fraction"):
+            value = getattr(self, name)
+            if value is None and name == "valid_fraction":  # none held out
+                continue
+            check_float(name, value, positive=True)
+            if not value < 1:
+                raise FieldError(name, f"must be below 1, got {value}")
         check_choice("model", self.model, (*spec.BUILTIN, "spec", "file"))
         if self.model == "file":
             check_type("model_file", self.model_file, str, "FILE.py:FACTORY, the hand-written model's file")

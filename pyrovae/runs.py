@@ -23,14 +23,14 @@ from pyro import poutine
 from torch import nn
 
 from pyrovae import spec
-from pyrovae.checkpoint import CHECKPOINT, atomic_write_text, fits, load_checkpoint, save_checkpoint
+from pyrovae.checkpoint import BEST, CHECKPOINT, atomic_write_text, fits, load_checkpoint, save_checkpoint
 from pyrovae.data import DataError, Dataset, hide_labels
 from pyrovae.errors import (
     InputError,
 )
 from pyrovae.inference.diagnostics import posterior_means
 from pyrovae.inference.objectives import AuxiliaryLoss
-from pyrovae.inference.training import Diverged, TrainConfig, Trainer, evaluating
+from pyrovae.inference.training import Diverged, TrainConfig, Trainer, evaluating, heldout_elbo
 from pyrovae.models.likelihoods import Likelihood
 from pyrovae.primitives import batch_args
 from pyrovae.run_config import RunConfig, build_model, device_name, model_spec, resolve_device
@@ -117,7 +117,7 @@ def train_run(
         )  # a kill may have come before its rewrite
         checked_write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
         with stop_on_signals() as received:
-            while trainer.epoch < config.train.epochs:
+            while trainer.epoch < config.train.epochs and not trainer.patience_spent:
                 row = _train_epoch(trainer, out, received)
                 if row["epoch"] in config.snapshot_epochs:  # before the checkpoint, which commits the epoch
                     with evaluating(model, guide):
@@ -129,15 +129,30 @@ def train_run(
                     "data_digest": digest,
                     "trainer": trainer.state_dict(),
                 }
+                if config.train.early_stopping is not None and trainer.best_epoch == trainer.epoch:
+                    checked_write(out / BEST, save_checkpoint, state, out)  # before the checkpoint commits the epoch
                 checked_write(out / CHECKPOINT, save_checkpoint, state, out)
                 checked_write(out / "metrics.csv", write_metrics, trainer.history, out)
                 checked_write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
                 print(epoch_line(row, model.probabilistic), flush=True)
                 if received:  # the signal came during evaluation or saving: the epoch is safe
                     raise _interrupted(out, received[0], trainer.epoch)
+        history = trainer.history
+        if config.train.early_stopping is not None:  # the figures, as pyrovae.load, of the best epoch
+            _stopped_early(trainer, out)
         with evaluating(model, guide):  # drawn as the trained model is evaluated
             save_figures(model, guide, data, out)
-    return trainer.history
+    return history
+
+
+def _stopped_early(trainer: Trainer, out: Path) -> None:
+    """Say where the best epoch is (and whether training stopped early), and load its parameters into ``trainer``."""
+    best, patience = trainer.best_epoch, trainer.config.early_stopping
+    why = f"no higher validation ELBO in {patience} epochs; " if trainer.patience_spent else ""
+    score = heldout_elbo(trainer.history[best - 1])[1]
+    print(f"early stopping: {why}the best epoch, {best} (validation ELBO {score:.3f}), is in {out / BEST}", flush=True)
+    with fits(out / BEST):
+        trainer.load_state_dict(load_checkpoint(out / BEST)["trainer"])
 
 
 def check_support(likelihood: Likelihood, data: Dataset) -> None:
@@ -159,8 +174,8 @@ def semi_supervised(
 ) -> tuple[Dataset, tuple[AuxiliaryLoss, ...], dict[str, Callable[[], float]]]:
     """For a model with a partially observed latent y (m2): the data with all but ``config.labelled`` training
     labels hidden (-1) and every other split's (its ELBO is then that of x alone), the classifier term
-    ``-alpha sum_labelled log q(y | x)`` (:func:`classifier_term`), and the test accuracy of argmax q(y | x)
-    per epoch.
+    ``-alpha sum_labelled log q(y | x)`` (:func:`classifier_term`), and the accuracy of argmax q(y | x) per
+    epoch on the held-out split (``valid_accuracy``, or ``test_accuracy`` without a validation split).
 
     Other models get ``data`` as it is and neither.
 
@@ -178,13 +193,14 @@ def semi_supervised(
     known = int((train >= 0).sum())
     weight = config.classifier_weight if config.classifier_weight is not None else 0.1 * train.shape[0] / known
     aux = (AuxiliaryLoss("classifier", weight, classifier_term(site, data, train, config.train.batch_size)),)
-    test_labels, batch_size = data.labels_of("test"), config.train.eval_batch_size
+    split, batch_size = data.heldout, config.train.eval_batch_size  # the validation split where there is one
+    heldout_labels = data.labels_of(split)
 
-    def test_accuracy() -> float:
-        q_y = posterior_means(guide, data.eval_batches("test", batch_size))[site]  # q(y | x), no label given
-        return float((q_y.argmax(-1) == test_labels).float().mean())
+    def accuracy() -> float:
+        q_y = posterior_means(guide, data.eval_batches(split, batch_size))[site]  # q(y | x), no label given
+        return float((q_y.argmax(-1) == heldout_labels).float().mean())
 
-    return dataclasses.replace(data, labels=hidden), aux, {"test_accuracy": test_accuracy}
+    return dataclasses.replace(data, labels=hidden), aux, {f"{split}_accuracy": accuracy}
 
 
 def classifier_term(site: str, data: Dataset, labels: torch.Tensor, size: int) -> Callable[..., torch.Tensor]:
@@ -290,13 +306,14 @@ def stop_on_signals(signums: tuple[int, ...] = STOP_SIGNALS) -> Iterator[list[in
 
 def epoch_line(row: dict[str, float], probabilistic: bool) -> str:
     """One epoch's progress line; an autoencoder's "ELBO" is its reconstruction term alone, so it is named so."""
+    split, score = heldout_elbo(row)
     if not probabilistic:
         return (
             f"epoch {row['epoch']:>3}  train log p(x|f(x)) {row['train_elbo']:9.3f}  "
-            f"test log p(x|f(x)) {row['test_elbo']:9.3f}  (no ELBO: an autoencoder)  {row['seconds']:6.1f}s"
+            f"{split} log p(x|f(x)) {score:9.3f}  (no ELBO: an autoencoder)  {row['seconds']:6.1f}s"
         )
     return (
-        f"epoch {row['epoch']:>3}  train ELBO {row['train_elbo']:9.3f}  test ELBO {row['test_elbo']:9.3f}  "
+        f"epoch {row['epoch']:>3}  train ELBO {row['train_elbo']:9.3f}  {split} ELBO {score:9.3f}  "
         f"KL {row['kl']:7.3f}  active {row['active_units']:>3}  beta {row['beta']:.3g}  {row['seconds']:6.1f}s"
     )
 

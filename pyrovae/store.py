@@ -1,10 +1,11 @@
 """The run directory: its files, their atomic writes, its lock, and a trained run loaded back.
 
 ``RUN_DIR`` holds ``config.json`` (every setting), ``checkpoint.pt`` (written
-atomically after every epoch), ``metrics.csv`` and ``kl_per_dim.csv`` (one row
-per completed epoch, rewritten from the checkpoint's history so they never hold
-an epoch twice), ``samples.png``, ``reconstructions.png`` and, after each epoch
-N of ``snapshot_epochs``, ``reconstructions_eN.png`` and ``samples_eN.png``;
+atomically after every epoch), ``best.pt`` (with early stopping: the epoch of the
+highest validation ELBO), ``metrics.csv`` and ``kl_per_dim.csv`` (one row per
+completed epoch, rewritten from the checkpoint's history so they never hold an
+epoch twice), ``samples.png``, ``reconstructions.png`` and, after each epoch N of
+``snapshot_epochs``, ``reconstructions_eN.png`` and ``samples_eN.png``;
 ``.pyrovae.lock`` is the lock of :mod:`pyrovae.lock`.
 """
 
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from pyrovae import spec
-from pyrovae.checkpoint import CHECKPOINT, atomic_write_text, fits, load_checkpoint
+from pyrovae.checkpoint import BEST, CHECKPOINT, atomic_write_text, fits, load_checkpoint
 from pyrovae.data import Dataset, load_dataset
 from pyrovae.errors import (
     InputError,
@@ -34,6 +35,7 @@ from pyrovae.run_config import RunConfig, build_model, model_spec, resolve_devic
 RUN_FILES = (
     "config.json",
     CHECKPOINT,
+    BEST,
     "metrics.csv",
     "kl_per_dim.csv",
     "bounds.csv",
@@ -186,7 +188,9 @@ class LoadedRun(NamedTuple):
         return model_spec(self.config)
 
 
-def load_run(run_dir: str | Path, device: str = "auto", *, model_file: str | None = None) -> LoadedRun:
+def load_run(
+    run_dir: str | Path, device: str = "auto", *, model_file: str | None = None, checkpoint: str = "best"
+) -> LoadedRun:
     """Rebuild a run's model and guide with its trained parameters, on ``device``.
 
     The parameters go into the networks themselves (``load_state_dict``); Pyro's param store is
@@ -198,9 +202,13 @@ def load_run(run_dir: str | Path, device: str = "auto", *, model_file: str | Non
 
     :param model_file: ``FILE.py:FACTORY``, for a run trained from a model file (its code is run
         only when named here, and only if it is the trained file: :mod:`pyrovae.model_file`).
+    :param checkpoint: ``"best"``: the parameters of the best epoch (``best.pt``) of a run trained with
+        early stopping, and of the last epoch otherwise; ``"last"``: those of the last completed epoch.
     """
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     run_dir = Path(run_dir)
-    path = run_dir / CHECKPOINT
+    path = run_dir / (BEST if checkpoint == "best" and (run_dir / BEST).is_file() else CHECKPOINT)
     state = load_checkpoint(path)
     with fits(path):
         config = RunConfig.from_dict(state["config"])
@@ -258,5 +266,6 @@ def load_run_data(config: RunConfig, device: str = "auto") -> Dataset:
         device=resolve_device(device),
         binarize=binarize,
         test_fraction=config.test_fraction,
+        valid_fraction=config.valid_fraction,
         label_column=config.label_column,
     )

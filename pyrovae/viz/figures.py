@@ -262,8 +262,9 @@ def _check_against_checkpoint(table: pd.DataFrame, metrics: Path, checkpoint: Pa
         raise UsageError(
             f"{metrics}: {len(table)} epochs, but {checkpoint} has {len(history)}; the file is stale or edited: {fix}"
         )
-    for column in (c for c in METRIC_COLUMNS if c in history):  # rows of older runs may lack a column
-        if not np.allclose(table[column].to_numpy(float), history[column].to_numpy(float), rtol=1e-9, atol=0):
+    for column in (c for c in (*METRIC_COLUMNS, "valid_elbo") if c in history):  # older runs may lack a column
+        saved, written = history[column].to_numpy(float), table[column].to_numpy(float)
+        if not np.allclose(written, saved, rtol=1e-9, atol=0, equal_nan=True):
             raise UsageError(f"{metrics}: column {column} disagrees with {checkpoint}; the file is edited: {fix}")
 
 

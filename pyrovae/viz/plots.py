@@ -196,8 +196,10 @@ def curves_figure(metrics: pd.DataFrame, bounds: pd.DataFrame | None = None) -> 
     epoch = metrics["epoch"]
     style = {"marker": "o", "markersize": 3}
     elbo_ax.plot(epoch, metrics["train_elbo"], label="train ELBO", **style)
-    elbo_ax.plot(epoch, metrics["test_elbo"], label="test ELBO (whole split)", **style)
-    elbo_values = [*metrics["train_elbo"], *metrics["test_elbo"]]
+    valid = "valid_elbo" in metrics and metrics["valid_elbo"].notna().any()  # monitored in place of the test split
+    heldout = "valid" if valid else "test"
+    elbo_ax.plot(epoch, metrics[f"{heldout}_elbo"], label=f"{heldout} ELBO (whole split)", **style)
+    elbo_values = [*metrics["train_elbo"], *metrics[f"{heldout}_elbo"]]
     for i, row in enumerate([] if bounds is None else (row for _, row in bounds.iterrows())):
         elbo_ax.axhline(
             row["bound"],

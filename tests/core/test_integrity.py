@@ -317,11 +317,11 @@ def test_force_refuses_a_directory_that_is_not_a_run(trained, tmp_path: Path, ca
 def test_curves_refuse_a_metrics_csv_that_disagrees_with_the_checkpoint(run: Path, capsys, edit: str):
     assert resume(run, "--epochs", "2") == 0
     table = pd.read_csv(run / "metrics.csv")
-    table = table.iloc[:1] if edit == "drop" else table.assign(test_elbo=table["test_elbo"] + 5)
+    table = table.iloc[:1] if edit == "drop" else table.assign(valid_elbo=table["valid_elbo"] + 5)
     table.to_csv(run / "metrics.csv", index=False)
     capsys.readouterr()
     err = one_error_line(capsys, 2, cli.main(["plot", str(run), "--kind", "curves"]))
-    expected = "1 epochs, but" if edit == "drop" else "column test_elbo disagrees with"
+    expected = "1 epochs, but" if edit == "drop" else "column valid_elbo disagrees with"
     assert expected in err and f"pyrovae train --out {run} --resume rewrites it" in err
     assert resume(run) == 0 and cli.main(["plot", str(run), "--kind", "curves"]) == 0  # the advice works
 
