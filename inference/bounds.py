@@ -27,9 +27,11 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pyrovae.distributed import Shard, gathered
 from pyrovae.inference.log_weights import log_weights
 from pyrovae.primitives import batch_args
 
@@ -135,12 +137,18 @@ def bound_table(
     *,
     chunk_size: int | None = None,
     progress: bool = True,
+    seed: int | None = None,
+    shard: Shard | None = None,
     **kwargs,
 ) -> list[dict[str, float]]:
     """L_k for each k in ``ks``, averaged over the data, in nats per datapoint.
 
     :param batches: called once per k, returns an iterable over the same data (x, or (x, y) tuples).
     :param chunk_size: particles per vectorized pass; ``None``: :func:`auto_chunk_size`.
+    :param seed: draw the particles of batch i for k from a seed of ``(seed, k, i)`` alone, so that the
+        table does not depend on how the batches are shared out; ``None``: from the global RNG as it is.
+    :param shard: under ``torchrun`` (:mod:`pyrovae.distributed`): this rank evaluates batches i with
+        ``i % world == rank``, and every rank gets the bounds of all of them (with ``seed``, those of one process).
     :returns: one row per k: ``k``, ``bound`` (mean of per-datapoint estimates;
         k = 1 is the ELBO), ``stderr`` (standard error of that mean over
         datapoints) and ``seconds``.
@@ -148,15 +156,18 @@ def bound_table(
     rows = []
     for k in ks:
         start = time.perf_counter()
+        parts = {}  # batch index -> (B,) per-datapoint L_k
+        bar = tqdm(batches(), desc=f"L_{k}", unit="batch", leave=False, disable=None if progress else True)
         with torch.no_grad():
-            per_datapoint = torch.cat(
-                [
-                    _chunked_bound(model, guide, batch_args(batch), kwargs, k, chunk_size)
-                    for batch in tqdm(
-                        batches(), desc=f"L_{k}", unit="batch", leave=False, disable=None if progress else True
-                    )
-                ]
-            )
+            for i, batch in enumerate(bar):
+                if shard is not None and i % shard.world != shard.rank:
+                    continue
+                if seed is not None:
+                    torch.manual_seed(int(np.random.SeedSequence([seed, k, i]).generate_state(1)[0]))
+                parts[i] = _chunked_bound(model, guide, batch_args(batch), kwargs, k, chunk_size)
+        if shard is not None:
+            parts = gathered(parts)
+        per_datapoint = torch.cat([parts[i] for i in sorted(parts)])
         rows.append(
             {
                 "k": k,

@@ -34,10 +34,12 @@ import pyro.util
 import torch
 from pyro import poutine
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from pyrovae.data import Dataset
-from pyrovae.errors import FieldError, check_choice, check_float, check_int, check_type, is_out_of_memory
+from pyrovae.distributed import Shard, from_rank_0, mean_over_ranks
+from pyrovae.errors import FieldError, InputError, check_choice, check_float, check_int, check_type, is_out_of_memory
 from pyrovae.formats import DataError
 from pyrovae.inference.annealing import parse_schedule
 from pyrovae.inference.diagnostics import (
@@ -202,8 +204,10 @@ class Trainer:
         metrics: Mapping[str, Callable[[], float]] | None = None,
         progress: bool = True,
         labels: bool = False,
+        shard: Shard | None = None,
     ) -> None:
         config = TrainConfig() if config is None else config
+        self.shard = shard  # data-parallel: this rank's place (pyrovae.distributed); None: one process
         self.model, self.guide, self.data, self.config = model, guide, data, config
         self.progress, self.labels = progress, labels
         self.aux = check_auxiliary(aux)
@@ -230,6 +234,7 @@ class Trainer:
             self.can_collapse = bool(stochastic_latents(guide, *first))  # False for point-mass (autoencoder) guides
             self.global_latents = global_latents(model, guide, *first)  # outside the data plate: not diagnosed
         self.optimizer = _optimizer(optimizer, list(self.params.values()), config.lr)
+        self._ddp = None if shard is None else self._data_parallel()
         self.schedule = parse_schedule(config.kl_anneal, config.beta)
         self.lr_factor = parse_lr_schedule(config.lr_schedule)
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]  # what lr_schedule scales
@@ -261,13 +266,41 @@ class Trainer:
             for fn, takes in zip((self.model, self.guide), self.takes_scales, strict=True)
         )
 
-    def step(self, x: torch.Tensor | tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
+    def _data_parallel(self) -> DistributedDataParallel:
+        """Model and guide under DDP, whose backward all-reduces (averages) their gradients over the ranks.
+
+        :raises InputError: parameters outside ``nn.Module`` s (a plain function's ``pyro.param``), which DDP
+            cannot keep in step.
+        """
+        modules = self._modules()
+        owned = {id(p) for m in modules.values() for p in m.parameters()}
+        loose = sorted(name for name, p in self.params.items() if id(p) not in owned)
+        if loose:
+            raise InputError(
+                f"data-parallel training keeps nn.Module parameters in step, and {loose[:3]} are pyro.params of "
+                "plain functions; make model and guide nn.Modules (PyroModule) or train in one process"
+            )
+        # static: the same parameters take part in every step (an unused one, e.g. a baseline, is allowed)
+        return DistributedDataParallel(_Step(modules, self._loss), static_graph=True)
+
+    def step(self, x: torch.Tensor | tuple[torch.Tensor, ...], beta: float, *, weight: float = 1.0) -> torch.Tensor:
         """One SVI step on minibatch ``x`` (or ``(x, y)``); returns the loss, auxiliary terms included (detached).
 
+        :param weight: a factor on the loss: a rank's share of a data-parallel batch (:class:`Shard.weight`).
         :raises ParticleBroadcastError: when model or guide run alone but not under the
             objective's vectorized particles (a :class:`ValueError` naming the requirement).
         """
         args = batch_args(x)
+        loss = weight * (self._loss(args, beta) if self._ddp is None else self._ddp(args, beta))
+        loss.backward()
+        if self.config.clip_norm is not None:  # the loss is N x the per-datapoint mean: scale the bound alike
+            torch.nn.utils.clip_grad_norm_(self.params.values(), self.config.clip_norm * self.num_data)  # no sync
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def _loss(self, args: tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
+        """The objective's differentiable loss on ``args``, auxiliary terms included."""
         model, guide = self._programs(beta)
         try:
             loss = self.objective.differentiable_loss(model, guide, *args)
@@ -281,12 +314,7 @@ class Trainer:
             raise explained from e
         if self.aux:
             loss = loss + self._auxiliary(args)
-        loss.backward()
-        if self.config.clip_norm is not None:  # the loss is N x the per-datapoint mean: scale the bound alike
-            torch.nn.utils.clip_grad_norm_(self.params.values(), self.config.clip_norm * self.num_data)  # no sync
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+        return loss
 
     def _auxiliary(self, args: tuple[torch.Tensor, ...]) -> torch.Tensor | float:
         """sum_j weight_j (N / B) fn_j(model, guide, *args); each unweighted term added to its epoch sum (no sync)."""
@@ -317,7 +345,12 @@ class Trainer:
                 return None
             total, beta, seconds = steps
             with evaluating(self.model, self.guide):  # the model evaluated as it is, not as it trains
-                return self._evaluated(epoch, total, beta, seconds)
+                if self.shard is not None and not self.shard.main:
+                    return self._received(epoch)
+                row = self._evaluated(epoch, total, beta, seconds)
+                if self.shard is not None:  # the other ranks wait for it: their stopping decisions are rank 0's
+                    from_rank_0(self._shared_values(row))
+                return row
 
     def _evaluated(self, epoch: int, total: float, beta: float, seconds: float) -> dict[str, float]:
         """The epoch's row: the ELBO of both splits, the diagnostics and metrics, appended to :attr:`history`."""
@@ -329,7 +362,10 @@ class Trainer:
             evaluate_elbo(self.model, self.guide, self.data.eval_batches(split, batch_size, labels=self.labels))
             for split in ("train", heldout)
         )
-        if not (params_finite() and math.isfinite(train["elbo"]) and math.isfinite(held["elbo"])):
+        finite = params_finite() and math.isfinite(train["elbo"]) and math.isfinite(held["elbo"])
+        if not finite and self.shard is not None:
+            from_rank_0(torch.full((3,), math.nan, device=self.data.device))  # the others raise Diverged too
+        if not finite:
             # the last step's update overflowed: no loss shows it yet
             raise Diverged(epoch=epoch, step=epoch * self.steps_per_epoch, last_finite_loss=self.last_finite_loss)
         row = {
@@ -348,6 +384,25 @@ class Trainer:
         }
         self.history.append(row)
         self._warn_on_collapse()
+        return row
+
+    def _shared_values(self, row: dict) -> torch.Tensor:
+        """What rank 0 sends the others of an epoch's row: the ELBOs (NaN: diverged) and the train loss."""
+        values = [row["train_elbo"], heldout_elbo(row)[1], row["train_loss"]]
+        return torch.tensor(values, dtype=torch.float64, device=self.data.device)
+
+    def _received(self, epoch: int) -> dict[str, float]:
+        """On a rank other than 0: the epoch's row as rank 0 evaluated it (the ELBOs and the train loss), appended
+        to :attr:`history`; only rank 0 computes the diagnostics and writes the run.
+
+        :raises Diverged: when rank 0 found the parameters or an ELBO not finite.
+        """
+        values = from_rank_0(torch.zeros(3, dtype=torch.float64, device=self.data.device)).tolist()
+        if not all(map(math.isfinite, values)):
+            raise Diverged(epoch=epoch, step=epoch * self.steps_per_epoch, last_finite_loss=self.last_finite_loss)
+        train, held, loss = values
+        row = {"epoch": epoch, "train_elbo": train, f"{self.data.heldout}_elbo": held, "train_loss": loss}
+        self.history.append(row)
         return row
 
     def _extra_metrics(self) -> dict[str, float]:
@@ -390,7 +445,9 @@ class Trainer:
         for group, lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = lr * factor
         seed = int(np.random.SeedSequence([cfg.seed, epoch]).generate_state(1)[0])
-        generator = torch.Generator(device=self.data.device).manual_seed(seed)
+        generator = torch.Generator(device=self.data.device).manual_seed(seed)  # the same order on every rank
+        if self.shard is not None:  # each rank its own draws of z, from the epoch alone: resumable without states
+            torch.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, self.shard.rank]).generate_state(1)[0]))
         first_step = (epoch - 1) * self.steps_per_epoch
         total, window = 0.0, []  # window: loss tensors since the last check
         disable = None if self.progress else True  # None: off when not a terminal
@@ -398,7 +455,11 @@ class Trainer:
             start = time.perf_counter()
             for i, x in enumerate(self.data.train_batches(cfg.batch_size, generator, labels=self.labels)):
                 beta = self.schedule(first_step + i)
-                window.append(self.step(x, beta))
+                if self.shard is None:
+                    window.append(self.step(x, beta))
+                else:  # this rank's share of the batch, weighted
+                    share, weight = self._share(x)
+                    window.append(self.step(share, beta, weight=weight))
                 bar.update()
                 if (i + 1) % cfg.log_every == 0 or i + 1 == self.steps_per_epoch:
                     total += self._check(window, epoch, first_step + i + 2 - len(window))  # steps count from 1
@@ -409,12 +470,22 @@ class Trainer:
                 torch.cuda.synchronize(self.data.device)
             return total, beta, time.perf_counter() - start
 
+    def _share(self, batch: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor | tuple, float]:
+        """This rank's share of a global batch (``x``, or ``(x, y)``) and its loss's weight."""
+        args = batch_args(batch)
+        weight = self.shard.weight(args[0].shape[0])
+        shares = tuple(self.shard.of(a) for a in args)
+        return (shares if len(shares) > 1 else shares[0]), weight
+
     def _check(self, window: list[torch.Tensor], epoch: int, first: int) -> float:
         """Sum of the losses in ``window`` (steps ``first``, ``first + 1``, ...), emptied; one host sync.
 
         :raises Diverged: at the first loss that is not finite.
         """
-        losses = torch.stack(window).tolist() if window else []
+        stacked = torch.stack(window) if window else None
+        if stacked is not None and self.shard is not None:  # the mean of the weighted shares: the batch's loss
+            stacked = mean_over_ranks(stacked)
+        losses = stacked.tolist() if stacked is not None else []
         window.clear()
         for j, loss in enumerate(losses):
             if not math.isfinite(loss):
@@ -471,6 +542,23 @@ class Trainer:
             group["lr"] = lr
         self.history = list(state["history"])
         _set_rng_state(state["rng"])
+
+
+class _Step(nn.Module):
+    """Model and guide as one module whose forward is the step's loss, for DDP to wrap: its forward prepares
+    the all-reduce of their gradients that the loss's backward then runs.
+
+    :param modules: model and guide by role (their parameters are DDP's).
+    :param loss: ``(args, beta) -> loss``, the trainer's.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module], loss: Callable) -> None:
+        super().__init__()
+        self.programs = nn.ModuleDict(modules)
+        self.loss = loss
+
+    def forward(self, args: tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
+        return self.loss(args, beta)
 
 
 @contextmanager

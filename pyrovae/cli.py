@@ -357,12 +357,15 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
 def _train(args: argparse.Namespace) -> None:
     import warnings
 
+    from pyrovae import distributed
     from pyrovae.inference.diagnostics import PosteriorCollapseWarning
     from pyrovae.run_config import model_spec
     from pyrovae.runs import train_run
     from pyrovae.validate import check_train
 
+    shard = distributed.from_env()  # under torchrun: this process's rank, the process group joined
     config = check_train(args, given=args.given)
+    distributed.barrier()  # every rank checked the run directory before rank 0 creates it
     with warnings.catch_warnings():  # a collapse warning is one line in the epoch log (stdout), each time
         warnings.simplefilter("always", PosteriorCollapseWarning)
         warnings.showwarning = lambda message, *_: print(f"pyrovae: warning: {message}", flush=True)
@@ -373,8 +376,9 @@ def _train(args: argparse.Namespace) -> None:
             force=args.force,
             progress=not args.no_progress,
             model_file=args.model_file,
+            shard=shard,
         )
-    if history:
+    if history and (shard is None or shard.main):
         from pyrovae.inference.training import heldout_elbo
 
         autoencoder = config.model != "file" and model_spec(config).deterministic
@@ -388,9 +392,11 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from pyrovae import distributed
     from pyrovae.evaluate import evaluate_run
     from pyrovae.validate import check_evaluate
 
+    shard = distributed.from_env()  # under torchrun: the batches shared out, the bounds gathered
     check_evaluate(args)
     table, active, clusters = evaluate_run(
         args.run_dir,
@@ -401,7 +407,10 @@ def _evaluate(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
         model_file=args.model_file,
+        shard=shard,
     )
+    if shard is not None and not shard.main:
+        return
     if table is None:
         print("ELBO, bounds L_k and log-likelihood: not applicable (an autoencoder has no density over x)")
     else:
@@ -464,14 +473,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pyrovae.store import RunError
 
     keep_freed_memory()
+    rank = os.environ.get("RANK", "0")  # under torchrun: rank 0 alone reports what every rank meets alike
     try:
         {"train": _train, "evaluate": _evaluate, "sample": _sample, "plot": _plot}[args.command](args)
     except InputError as e:  # bad input, refused before anything is written
-        return _fail(e, 2)
+        return _fail(e, 2) if rank == "0" else 2
     except (RunError, OSError) as e:
-        return _fail(e, 1)
+        return _fail(e, 1) if rank == "0" else 1
     except RunInterrupted as e:
-        return _fail(e, 128 + e.signum, "stopped")
+        return _fail(e, 128 + e.signum, "stopped") if rank == "0" else 128 + e.signum
     except KeyboardInterrupt:  # before training started, or a second Ctrl-C
         return _fail("interrupted", 130, "stopped")
     except Exception as e:  # out of memory, or not bad input: a check is missing somewhere, or a bug
@@ -479,8 +489,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(_memory_message(e, args), 1)
         if os.environ.get("PYROVAE_TRACEBACK"):
             raise
+        where = "" if rank == "0" else f" on rank {rank}"
         return _fail(
-            f"unexpected {one_line(e, 300)}. This is a bug in pyrovae: please report it with the command line "
+            f"unexpected {one_line(e, 300)}{where}. This is a bug in pyrovae: please report it with the command line "
             "(PYROVAE_TRACEBACK=1 shows the traceback); the files of the run are intact",
             1,
         )

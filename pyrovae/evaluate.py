@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
-import pyro
 import torch
 
 from pyrovae.checkpoint import atomic_write_text
+from pyrovae.distributed import Shard
 from pyrovae.inference.bounds import bound_table
 from pyrovae.inference.clustering import categorical_sites, cluster_assignments, clustering_accuracy
 from pyrovae.inference.diagnostics import active_units
@@ -27,12 +28,16 @@ def evaluate_run(
     batch_size: int = 100,
     device: str = "auto",
     model_file: str | None = None,
+    shard: Shard | None = None,
 ) -> tuple[pd.DataFrame | None, dict[str, int], dict[str, tuple[str, float]]]:
     """Bounds L_k on a split and active units; writes ``RUN_DIR/bounds.csv``.
 
     ``bounds.csv`` has a row per k: ``k``, ``bound``, ``stderr``, ``seconds``,
     ``split`` and ``images`` (the number of datapoints evaluated, after ``limit``).
-    The particles are drawn from the run's seed, so evaluating twice gives the same table.
+    The particles of each batch are drawn from the run's seed, the batch's index and k alone, so evaluating
+    twice gives the same table, and so does evaluating under ``torchrun`` with ``shard``: each rank takes its
+    share of the batches, the per-datapoint bounds are gathered, and rank 0 alone writes ``bounds.csv`` (the
+    other ranks return ``None`` and no units or accuracies).
 
     An autoencoder has no density over x, so its bounds are not applicable: the
     table is then ``None`` and no ``bounds.csv`` is written (active units still are).
@@ -47,8 +52,10 @@ def evaluate_run(
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir, device, model_file=model_file)
-    check_writable(run_dir, "bounds.csv")
-    with run_lock(run_dir, "evaluate"):
+    main = shard is None or shard.main
+    if main:
+        check_writable(run_dir, "bounds.csv")
+    with run_lock(run_dir, "evaluate") if main else nullcontext():
         data = load_run_data(run.config, device)
         data.split(split)  # fail early, with the split names, on a typo
 
@@ -57,14 +64,21 @@ def evaluate_run(
         def batches():
             return data.eval_batches(split, batch_size, limit=limit, labels=reads_labels)
 
+        if not main:  # this rank's share of the bounds, then done
+            if run.model.probabilistic:
+                bound_table(run.model, run.guide, batches, ks, chunk_size=chunk_size, seed=run.config.train.seed,
+                            shard=shard, progress=False)  # fmt: skip
+            return None, {}, {}
         clusters = {}
         if split in data.labels and not reads_labels:  # a label the model reads is no clustering target
             clusters = _clustering(run, lambda: data.eval_batches(split, batch_size, limit=limit, labels=True))
         if not run.model.probabilistic:
             return None, active_units(run.guide, batches()), clusters
 
-        pyro.set_rng_seed(run.config.train.seed)  # the same run evaluates to the same numbers (on one device)
-        table = pd.DataFrame(bound_table(run.model, run.guide, batches, ks, chunk_size=chunk_size))
+        seed = run.config.train.seed  # the same run evaluates to the same numbers (on one device)
+        table = pd.DataFrame(
+            bound_table(run.model, run.guide, batches, ks, chunk_size=chunk_size, seed=seed, shard=shard)
+        )
         images = data.split(split).shape[0]
         table["split"] = split
         table["images"] = images if limit is None else min(limit, images)

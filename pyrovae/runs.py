@@ -14,7 +14,7 @@ import dataclasses
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pyro
@@ -25,6 +25,7 @@ from torch import nn
 from pyrovae import spec
 from pyrovae.checkpoint import BEST, CHECKPOINT, atomic_write_text, fits, load_checkpoint, save_checkpoint
 from pyrovae.data import DataError, Dataset, hide_labels
+from pyrovae.distributed import Shard
 from pyrovae.errors import (
     InputError,
 )
@@ -36,7 +37,6 @@ from pyrovae.primitives import batch_args
 from pyrovae.run_config import RunConfig, build_model, device_name, model_spec, resolve_device
 from pyrovae.store import (
     RunError,
-    checked_write,
     data_digest,
     epochs_shown,
     load_run_data,
@@ -44,6 +44,7 @@ from pyrovae.store import (
     write_kl_per_dim,
     write_metrics,
 )
+from pyrovae.store import checked_write as _checked_write
 from pyrovae.validate import check_label
 from pyrovae.viz.latent_space import decoded_mean
 from pyrovae.viz.plots import save_grid, save_reconstructions, save_samples
@@ -76,6 +77,7 @@ def train_run(
     force: bool = False,
     progress: bool = True,
     model_file: str | None = None,
+    shard: Shard | None = None,
 ) -> list[dict[str, float]]:
     """Train (or continue training) the run in ``out``; returns the metrics history.
 
@@ -89,6 +91,8 @@ def train_run(
     :raises RunInterrupted: on SIGINT or SIGTERM, after the epoch in progress is abandoned.
     :raises RunError: on a NaN or infinite loss or parameter, or a failed write.
     :param model_file: ``FILE.py:FACTORY`` of a run of a hand-written model (:mod:`pyrovae.model_file`).
+    :param shard: this process's rank under ``torchrun`` (:mod:`pyrovae.distributed`): every rank trains on its
+        share of each batch and reads the checkpoint on ``resume``; rank 0 alone evaluates, prints and writes.
     :raises InputError: when the directory is taken, locked, or cannot be resumed; nothing is written.
     """
     out = Path(out)
@@ -105,10 +109,13 @@ def train_run(
     model, guide = (m.to(device) for m in built)
     digest = data_digest(data)
     data, aux, metrics = semi_supervised(config, model, guide, data)
+    main = shard is None or shard.main
     trainer = Trainer(
-        model, guide, data, config.train, aux=aux, metrics=metrics, progress=progress, labels=bool(model.labels)
-    )
-    with open_run_dir(out, resume=resume, force=force):
+        model, guide, data, config.train, aux=aux, metrics=metrics, progress=progress and main,
+        labels=bool(model.labels), shard=shard,
+    )  # fmt: skip
+    checked_write = _checked_write if main else _no_write  # rank 0 alone writes the run directory
+    with open_run_dir(out, resume=resume, force=force) if main else nullcontext():
         if resume:
             _restore(trainer, out, digest)
         checked_write(out / "config.json", atomic_write_text, config.to_json(), out)  # --resume --epochs N changes it
@@ -119,7 +126,7 @@ def train_run(
         with stop_on_signals() as received:
             while trainer.epoch < config.train.epochs and not trainer.patience_spent:
                 row = _train_epoch(trainer, out, received)
-                if row["epoch"] in config.snapshot_epochs:  # before the checkpoint, which commits the epoch
+                if row["epoch"] in config.snapshot_epochs and main:  # before the checkpoint, which commits the epoch
                     with evaluating(model, guide):
                         save_snapshots(model, guide, data, out, row["epoch"])
                 state = {
@@ -134,15 +141,22 @@ def train_run(
                 checked_write(out / CHECKPOINT, save_checkpoint, state, out)
                 checked_write(out / "metrics.csv", write_metrics, trainer.history, out)
                 checked_write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
-                print(epoch_line(row, model.probabilistic), flush=True)
+                if main:
+                    print(epoch_line(row, model.probabilistic), flush=True)
                 if received:  # the signal came during evaluation or saving: the epoch is safe
                     raise _interrupted(out, received[0], trainer.epoch)
         history = trainer.history
+        if not main:
+            return history
         if config.train.early_stopping is not None:  # the figures, as pyrovae.load, of the best epoch
             _stopped_early(trainer, out)
         with evaluating(model, guide):  # drawn as the trained model is evaluated
             save_figures(model, guide, data, out)
     return history
+
+
+def _no_write(*_: object) -> None:
+    """The writes of a rank other than 0: none."""
 
 
 def _stopped_early(trainer: Trainer, out: Path) -> None:
