@@ -249,9 +249,8 @@ class Trainer:
 
     @property
     def best_epoch(self) -> int | None:
-        """The completed epoch of the highest held-out ELBO (the first of ties); ``None`` before any."""
-        scores = [heldout_elbo(row)[1] for row in self.history]
-        return 1 + scores.index(max(scores)) if scores else None
+        """The completed epoch of the highest held-out ELBO (:func:`best_epoch`)."""
+        return best_epoch(self.history)
 
     @property
     def patience_spent(self) -> bool:
@@ -664,6 +663,12 @@ def heldout_elbo(row: dict) -> tuple[str, float]:
     if valid is not None and not math.isnan(valid):
         return "valid", valid
     return "test", row["test_elbo"]
+
+
+def best_epoch(history: Sequence[dict]) -> int | None:
+    """The epoch (1-based) of ``history``'s highest held-out ELBO, the first of ties; ``None`` before any."""
+    scores = [heldout_elbo(row)[1] for row in history]
+    return 1 + scores.index(max(scores)) if scores else None
 
 
 def _collapse_message(row: dict) -> str | None:

@@ -379,12 +379,12 @@ def _train(args: argparse.Namespace) -> None:
             shard=shard,
         )
     if history and (shard is None or shard.main):
-        from pyrovae.inference.training import heldout_elbo
+        from pyrovae.inference.training import best_epoch, heldout_elbo
 
         autoencoder = config.model != "file" and model_spec(config).deterministic
         kept = history[-1]  # the run's parameters: the last epoch's, or with early stopping the best one's
         if config.train.early_stopping is not None:
-            kept = max(history, key=lambda row: heldout_elbo(row)[1])
+            kept = history[best_epoch(history) - 1]
         split, score = heldout_elbo(kept)
         name = f"{split} log p(x | f(x)) (autoencoder)" if autoencoder else f"{split} ELBO"
         which = f"best (epoch {kept['epoch']})" if config.train.early_stopping is not None else "final"

@@ -49,7 +49,7 @@ class Shard:
     def weight(self, batch_size: int) -> float:
         """The factor on this rank's loss over its share of a global batch of ``batch_size`` rows: ``b_r W / B``,
         so that the mean over ranks of ``weight * (N / b_r) sum_{i in r} g_i`` is ``(N / B) sum_i g_i``."""
-        share = len(torch.arange(batch_size).tensor_split(self.world)[self.rank])
+        share = batch_size // self.world + (self.rank < batch_size % self.world)  # tensor_split's sizes
         return share * self.world / batch_size
 
 

@@ -37,6 +37,7 @@ from pyrovae.primitives import batch_args
 from pyrovae.run_config import RunConfig, build_model, device_name, model_spec, resolve_device
 from pyrovae.store import (
     RunError,
+    checked_write,
     data_digest,
     epochs_shown,
     load_run_data,
@@ -44,7 +45,6 @@ from pyrovae.store import (
     write_kl_per_dim,
     write_metrics,
 )
-from pyrovae.store import checked_write as _checked_write
 from pyrovae.validate import check_label
 from pyrovae.viz.latent_space import decoded_mean
 from pyrovae.viz.plots import save_grid, save_reconstructions, save_samples
@@ -114,35 +114,18 @@ def train_run(
         model, guide, data, config.train, aux=aux, metrics=metrics, progress=progress and main,
         labels=bool(model.labels), shard=shard,
     )  # fmt: skip
-    checked_write = _checked_write if main else _no_write  # rank 0 alone writes the run directory
-    with open_run_dir(out, resume=resume, force=force) if main else nullcontext():
+    with open_run_dir(out, resume=resume, force=force) if main else nullcontext():  # rank 0 alone writes the run
         if resume:
             _restore(trainer, out, digest)
-        checked_write(out / "config.json", atomic_write_text, config.to_json(), out)  # --resume --epochs N changes it
-        checked_write(
-            out / "metrics.csv", write_metrics, trainer.history, out
-        )  # a kill may have come before its rewrite
-        checked_write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
+        if main:
+            checked_write(out / "config.json", atomic_write_text, config.to_json(), out)  # --resume --epochs N: new
+            checked_write(out / "metrics.csv", write_metrics, trainer.history, out)  # a kill may have come first
+            checked_write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
         with stop_on_signals() as received:
             while trainer.epoch < config.train.epochs and not trainer.patience_spent:
-                row = _train_epoch(trainer, out, received)
-                if row["epoch"] in config.snapshot_epochs and main:  # before the checkpoint, which commits the epoch
-                    with evaluating(model, guide):
-                        save_snapshots(model, guide, data, out, row["epoch"])
-                state = {
-                    "config": dataclasses.asdict(config),
-                    "data_dim": data.data_dim,
-                    "image_shape": data.image_shape,
-                    "data_digest": digest,
-                    "trainer": trainer.state_dict(),
-                }
-                if config.train.early_stopping is not None and trainer.best_epoch == trainer.epoch:
-                    checked_write(out / BEST, save_checkpoint, state, out)  # before the checkpoint commits the epoch
-                checked_write(out / CHECKPOINT, save_checkpoint, state, out)
-                checked_write(out / "metrics.csv", write_metrics, trainer.history, out)
-                checked_write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
+                _train_epoch(trainer, out, received)  # raises on a fault or a signal mid-epoch
                 if main:
-                    print(epoch_line(row, model.probabilistic), flush=True)
+                    _commit(trainer, model, guide, data, out, config, digest)
                 if received:  # the signal came during evaluation or saving: the epoch is safe
                     raise _interrupted(out, received[0], trainer.epoch)
         history = trainer.history
@@ -155,8 +138,28 @@ def train_run(
     return history
 
 
-def _no_write(*_: object) -> None:
-    """The writes of a rank other than 0: none."""
+def _commit(
+    trainer: Trainer, model: nn.Module, guide: nn.Module, data: Dataset, out: Path, config: RunConfig, digest: str
+) -> None:
+    """Write the epoch just trained: its snapshots, ``best.pt`` (a new best, with early stopping), then the checkpoint
+    that commits it, the metrics rewritten from its history, and its progress line."""
+    epoch = trainer.epoch
+    if epoch in config.snapshot_epochs:  # before the checkpoint, which commits the epoch
+        with evaluating(model, guide):
+            save_snapshots(model, guide, data, out, epoch)
+    state = {
+        "config": dataclasses.asdict(config),
+        "data_dim": data.data_dim,
+        "image_shape": data.image_shape,
+        "data_digest": digest,
+        "trainer": trainer.state_dict(),
+    }
+    if config.train.early_stopping is not None and trainer.best_epoch == epoch:
+        checked_write(out / BEST, save_checkpoint, state, out)  # before the checkpoint commits the epoch
+    checked_write(out / CHECKPOINT, save_checkpoint, state, out)
+    checked_write(out / "metrics.csv", write_metrics, trainer.history, out)
+    checked_write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
+    print(epoch_line(trainer.history[-1], model.probabilistic), flush=True)
 
 
 def _stopped_early(trainer: Trainer, out: Path) -> None:
