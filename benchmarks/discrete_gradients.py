@@ -37,7 +37,7 @@ from pyrovae import spec
 from pyrovae.data import load_dataset
 from pyrovae.inference.log_weights import enumerated_sites
 from pyrovae.inference.objectives import make_objective
-from pyrovae.inference.training import baseline_sites
+from pyrovae.inference.parameters import baseline_sites
 
 from report import header, run, write_report
 

@@ -10,7 +10,7 @@ and architecture) run in one process, one epoch each in turn, for ``--rounds``
 rounds after a warm-up round: a slow spell of the machine then hits neighbouring
 epochs of all three. The ratio of each round is taken, and the table gives their
 median and range. All three run with pyrovae's malloc settings (they share the process).
-Writes ``benchmarks/results/speed_paired.md``.
+Writes ``benchmarks/results/speed_paired.md`` (``--out``).
 """
 
 from __future__ import annotations
@@ -52,12 +52,12 @@ def paired_rounds(args: argparse.Namespace, name: str) -> dict[str, list[float]]
     return {impl: s[1:] for impl, s in speeds.items()}
 
 
-def row(name: str, speeds: dict[str, list[float]]) -> dict:
+def row(name: str, speeds: dict[str, list[float]], batch_size: int) -> dict:
     ratios = {
         ref: [p / q for p, q in zip(speeds["pyrovae"], speeds[ref], strict=True)] for ref in ("plain", "plain tuned")
     }
     return {
-        "configuration": f"train {name}, batch 100",
+        "configuration": f"train {name}, batch {batch_size}",
         "pyrovae examples/s (median)": statistics.median(speeds["pyrovae"]),
         "plain examples/s (median)": statistics.median(speeds["plain"]),
         "ratio to plain: median (min-max)": "{:.2f} ({:.2f}-{:.2f})".format(
@@ -74,15 +74,16 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=5_000, help="seeded subset of the training split")
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds, after one warm-up round")
     parser.add_argument("--configurations", default=",".join(TRAINING), help="comma-separated subset")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--out", default="speed_paired.md", help="report name in benchmarks/results")
     args = parser.parse_args()
-    args.batch_size = 100
     keep_freed_memory()
-    rows = [row(name, paired_rounds(args, name)) for name in args.configurations.split(",")]
-    budget = f"""the loops of [speed.md](speed.md) (784-400-400-50 ReLU, batch 100, Adam lr 1e-3,
+    rows = [row(name, paired_rounds(args, name), args.batch_size) for name in args.configurations.split(",")]
+    budget = f"""the loops of [speed.md](speed.md) (784-400-400-50 ReLU, batch {args.batch_size}, Adam lr 1e-3,
   static binarized MNIST, {args.train_images:,} training images), one epoch each in turn, {args.rounds} rounds
   after a warm-up round; the ratio of each round, its median and range over the rounds"""
     write_report(
-        "speed_paired.md",
+        args.out,
         header(
             "Speed, paired: pyrovae and plain PyTorch epochs in turn, in one process", budget=budget, device=args.device
         ),

@@ -10,7 +10,8 @@ from pyrovae.inference.log_weights import elbo_terms, log_weights
 from pyrovae.inference.objectives import OBJECTIVES, AuxiliaryLoss, make_objective
 from pyrovae.inference.renyi import RenyiBound
 from pyrovae.inference.trace_elbo import TraceELBO, TraceMeanFieldELBO
-from pyrovae.inference.training import Diverged, TrainConfig, Trainer
+from pyrovae.inference.train_config import Diverged, TrainConfig
+from pyrovae.inference.training import Trainer
 
 __all__ = [
     "IWAE",

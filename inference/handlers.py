@@ -50,16 +50,17 @@ class BetaScale(Messenger):
     Observed sites (x, ``pyro.factor``) and the plates' subsample sites are left alone.
     """
 
-    def __init__(self, beta: float) -> None:
-        if beta < 0:
+    def __init__(self, beta: float | torch.Tensor) -> None:
+        if not isinstance(beta, torch.Tensor) and beta < 0:  # a tensor: a traced step's, checked before
             raise ValueError(f"beta must be >= 0, got {beta}")
         super().__init__()
         self.beta = beta
 
     def _pyro_sample(self, msg: dict) -> None:
-        if msg["is_observed"] or site_is_subsample(msg) or self.beta == 1:
+        constant = not isinstance(self.beta, torch.Tensor)
+        if msg["is_observed"] or site_is_subsample(msg) or (constant and self.beta == 1):
             return
-        if self.beta == 0:  # Pyro rejects a scale of 0: remove the site from the objective exactly
+        if constant and self.beta == 0:  # Pyro rejects a scale of 0: remove the site from the objective exactly
             msg["mask"] = False if msg["mask"] is None else msg["mask"] & False
         else:
             msg["scale"] = self.beta * msg["scale"]

@@ -8,7 +8,8 @@ per parameter; gradients are dropped rather than zero-filled. And the loss stays
 a tensor: neither the objectives (:mod:`.trace_elbo`, :mod:`.iwae`, :mod:`.renyi`)
 nor the loop move a number to the host during an epoch, except every
 ``log_every`` steps, when the progress bar is refreshed and the losses since
-the last refresh are checked for NaN and infinity.
+the last refresh are checked for NaN and infinity. With ``TrainConfig.compile`` the
+step's loss and gradients come from one traced and compiled graph (:mod:`.compiled`).
 
 The objective (any ``pyro.infer.ELBO``, or a name), the optimizer and auxiliary
 loss terms are injected (:class:`Trainer`); beta and N / B reach a plain Pyro model
@@ -24,13 +25,10 @@ import functools
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pyro
-import pyro.util
 import torch
 from pyro import poutine
 from torch import nn
@@ -39,9 +37,10 @@ from tqdm.auto import tqdm
 
 from pyrovae.data import Dataset
 from pyrovae.distributed import Shard, from_rank_0, mean_over_ranks
-from pyrovae.errors import FieldError, InputError, check_choice, check_float, check_int, check_type, is_out_of_memory
+from pyrovae.errors import InputError, is_out_of_memory
 from pyrovae.formats import DataError
 from pyrovae.inference.annealing import parse_schedule
+from pyrovae.inference.compiled import CompileFallbackWarning, Step, StepGraph, average_gradients, untraceable
 from pyrovae.inference.diagnostics import (
     PosteriorCollapseWarning,
     active_units,
@@ -51,101 +50,22 @@ from pyrovae.inference.diagnostics import (
 )
 from pyrovae.inference.evaluation import evaluate_elbo
 from pyrovae.inference.handlers import bind_scales, particle_error, takes_scales, unwrapped
-from pyrovae.inference.log_weights import data_plate_name, enumerated_sites, plate_frame, sample_sites
+from pyrovae.inference.log_weights import enumerated_sites
 from pyrovae.inference.lr_schedule import parse_lr_schedule
-from pyrovae.inference.objectives import (
-    OBJECTIVES,
-    AuxiliaryLoss,
-    as_objective,
-    check_auxiliary,
-    check_options,
-    vectorized_particles,
+from pyrovae.inference.objectives import AuxiliaryLoss, as_objective, check_auxiliary, vectorized_particles
+from pyrovae.inference.parameters import (
+    baseline_sites,
+    evaluating,
+    global_latents,
+    load_params,
+    make_optimizer,
+    params_finite,
+    register_params,
+    rng_state,
+    set_rng_state,
 )
+from pyrovae.inference.train_config import Diverged, TrainConfig, best_epoch, heldout_elbo
 from pyrovae.primitives import batch_args
-
-# metrics.csv's columns: valid_elbo or test_elbo (the other empty) is the held-out split's ELBO, and
-# heldout_split names that split, on which active_units (and kl_per_dim.csv) are measured too
-METRICS = (
-    "epoch",
-    "train_elbo",
-    "valid_elbo",
-    "test_elbo",
-    "reconstruction",
-    "kl",
-    "beta",
-    "train_loss",
-    "seconds",
-    "active_units",
-    "heldout_split",
-)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of one training run (all of them go into ``config.json``)."""
-
-    epochs: int = 50  # passes over the training split (50 x 4,500 mnist-5k digits: ~40 s on 2 cores with evaluation)
-    batch_size: int = 100  # datapoints per SVI step
-    lr: float = 1e-3  # Adam learning rate
-    lr_schedule: str = "constant"  # constant | cosine | step:EVERY:GAMMA, a factor on lr per epoch
-    objective: str = "elbo"  # a name in pyrovae.inference.objectives.OBJECTIVES
-    # That objective's options (objective_options(objective)): num_particles (k), gradient (iwae:
-    # standard | dreg), alpha (renyi); those left out take the objective's defaults.
-    objective_options: dict = field(default_factory=dict)
-    beta: float = 1.0  # KL weight reached by the annealing schedule (beta-VAE)
-    kl_anneal: str = "constant"  # constant | linear:STEPS | cyclical:PERIOD[:RATIO]
-    seed: int = 0  # seeds the per-epoch shuffle and binarization
-    eval_batch_size: int = 1000  # chunk size of the per-epoch ELBO evaluation
-    log_every: int = 50  # steps between progress-bar refreshes and NaN checks (the only host syncs)
-    clip_norm: float | None = None  # largest gradient norm of the per-datapoint loss; None: no clipping
-    # Stop after this many epochs without a higher validation ELBO (pyrovae train keeps the best epoch's
-    # parameters); None: train every epoch. Needs a validation split.
-    early_stopping: int | None = None
-
-    def __post_init__(self) -> None:
-        """Every setting of the right type and in range, else a :class:`~pyrovae.errors.FieldError` naming it."""
-        for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
-            check_int(name, getattr(self, name))
-        check_int("seed", self.seed, low=0, high=2**32 - 1)  # numpy's seeds
-        check_float("lr", self.lr, positive=True)
-        if self.clip_norm is not None:
-            check_float("clip_norm", self.clip_norm, positive=True)
-        if self.early_stopping is not None:
-            check_int("early_stopping", self.early_stopping)
-        check_float("beta", self.beta)  # a float32 poutine.scale: 1e300 would be infinite
-        check_choice("objective", self.objective, tuple(OBJECTIVES))
-        try:
-            check_options(self.objective, self.objective_options)
-        except FieldError as e:
-            raise FieldError(f"objective_options.{e.field}", e.problem) from None
-        check_type("kl_anneal", self.kl_anneal, str, "a schedule such as constant, linear:STEPS or cyclical:PERIOD")
-        try:
-            parse_schedule(self.kl_anneal, self.beta)
-        except ValueError as e:
-            raise FieldError("kl_anneal", str(e)) from None
-        check_type("lr_schedule", self.lr_schedule, str, "a schedule such as constant, cosine or step:EVERY:GAMMA")
-        try:
-            parse_lr_schedule(self.lr_schedule)
-        except ValueError as e:
-            raise FieldError("lr_schedule", str(e)) from None
-
-
-class Diverged(ArithmeticError):
-    """The loss or the parameters became NaN or infinite; the epoch in progress is lost.
-
-    :param epoch: the epoch in progress (1-based).
-    :param step: the first optimisation step (1-based, counted over the whole run)
-        whose loss was not finite, or at which the parameters were found not finite.
-    :param last_finite_loss: the last finite loss seen, per datapoint; ``None`` if none was.
-    """
-
-    def __init__(self, *, epoch: int, step: int, last_finite_loss: float | None) -> None:
-        self.epoch, self.step, self.last_finite_loss = epoch, step, last_finite_loss
-        last = "none seen" if last_finite_loss is None else f"{last_finite_loss:.4f} nats per datapoint"
-        super().__init__(
-            f"training diverged: the loss or the parameters became NaN or infinite at step {step} "
-            f"(epoch {epoch}); last finite loss: {last}"
-        )
 
 
 class Trainer:
@@ -233,8 +153,9 @@ class Trainer:
         with torch.random.fork_rng(devices=[data.device] if data.device.type == "cuda" else []):
             self.can_collapse = bool(stochastic_latents(guide, *first))  # False for point-mass (autoencoder) guides
             self.global_latents = global_latents(model, guide, *first)  # outside the data plate: not diagnosed
-        self.optimizer = _optimizer(optimizer, list(self.params.values()), config.lr)
+        self.optimizer = make_optimizer(optimizer, list(self.params.values()), config.lr)
         self._ddp = None if shard is None else self._data_parallel()
+        self.compiled = self._step_graph() if config.compile else None  # None: every step runs Pyro eagerly
         self.schedule = parse_schedule(config.kl_anneal, config.beta)
         self.lr_factor = parse_lr_schedule(config.lr_schedule)
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]  # what lr_schedule scales
@@ -280,7 +201,21 @@ class Trainer:
                 "plain functions; make model and guide nn.Modules (PyroModule) or train in one process"
             )
         # static: the same parameters take part in every step (an unused one, e.g. a baseline, is allowed)
-        return DistributedDataParallel(_Step(modules, self._loss), static_graph=True)
+        return DistributedDataParallel(Step(modules, self._loss), static_graph=True)
+
+    def _step_graph(self) -> StepGraph | None:
+        """The compiled step (:class:`~pyrovae.inference.compiled.StepGraph`); ``None``, after one
+        :class:`~pyrovae.inference.compiled.CompileFallbackWarning`, where a parameter is outside the modules."""
+        modules = self._modules()
+        owned = {id(p) for m in modules.values() for p in m.parameters()}
+        loose = sorted(name for name, p in self.params.items() if id(p) not in owned)
+        why = untraceable(self.objective)
+        if loose:
+            why = f"it traces nn.Module parameters, and {loose[:3]} are pyro.params of plain functions"
+        if why is not None:
+            warnings.warn(f"--compile: {why}; training uncompiled", CompileFallbackWarning, stacklevel=3)
+            return None
+        return StepGraph(Step(modules, self._loss))
 
     def step(self, x: torch.Tensor | tuple[torch.Tensor, ...], beta: float, *, weight: float = 1.0) -> torch.Tensor:
         """One SVI step on minibatch ``x`` (or ``(x, y)``); returns the loss, auxiliary terms included (detached).
@@ -290,16 +225,32 @@ class Trainer:
             objective's vectorized particles (a :class:`ValueError` naming the requirement).
         """
         args = batch_args(x)
-        loss = weight * (self._loss(args, beta) if self._ddp is None else self._ddp(args, beta))
-        loss.backward()
+        traced = None if self.compiled is None else self.compiled(args, beta)  # None: not compiled
+        if traced is None:
+            loss, aux = self._loss(args, beta) if self._ddp is None else self._ddp(args, beta)
+            loss = weight * loss
+            loss.backward()
+        else:
+            loss, grads, aux = traced
+            if weight != 1.0:
+                loss, grads = weight * loss, [None if g is None else weight * g for g in grads]
+            if self.shard is not None:  # DDP's mean over the ranks, in one all-reduce
+                grads = average_gradients(grads, mean_over_ranks)
+            for p, g in zip(self.compiled.parameters, grads, strict=True):
+                p.grad = g
+        for term, value in zip(self.aux, aux, strict=True):  # each term's epoch sum, scaled to N (no sync)
+            self._aux_sums[term.name] = self._aux_sums.get(term.name, 0.0) + value
         if self.config.clip_norm is not None:  # the loss is N x the per-datapoint mean: scale the bound alike
             torch.nn.utils.clip_grad_norm_(self.params.values(), self.config.clip_norm * self.num_data)  # no sync
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
-    def _loss(self, args: tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
-        """The objective's differentiable loss on ``args``, auxiliary terms included."""
+    def _loss(
+        self, args: tuple[torch.Tensor, ...], beta: float | torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The objective's differentiable loss on ``args``, auxiliary terms included, and those terms unweighted
+        (each scaled to N, detached)."""
         model, guide = self._programs(beta)
         try:
             loss = self.objective.differentiable_loss(model, guide, *args)
@@ -311,18 +262,10 @@ class Trainer:
             if explained is e:  # not the particle dimension's fault
                 raise
             raise explained from e
-        if self.aux:
-            loss = loss + self._auxiliary(args)
-        return loss
-
-    def _auxiliary(self, args: tuple[torch.Tensor, ...]) -> torch.Tensor | float:
-        """sum_j weight_j (N / B) fn_j(model, guide, *args); each unweighted term added to its epoch sum (no sync)."""
-        total = 0.0
-        for term in self.aux:
-            value = term.fn(self.model, self.guide, *args) * (self.num_data / args[0].shape[0])  # scaled to N
-            self._aux_sums[term.name] = self._aux_sums.get(term.name, 0.0) + value.detach()
-            total = total + term.weight * value
-        return total
+        values = [term.fn(self.model, self.guide, *args) * (self.num_data / args[0].shape[0]) for term in self.aux]
+        for term, value in zip(self.aux, values, strict=True):  # sum_j weight_j (N / B) fn_j(model, guide, *args)
+            loss = loss + term.weight * value
+        return loss, tuple(value.detach() for value in values)
 
     def train_epoch(self, stop: Callable[[], bool] = lambda: False) -> dict[str, float] | None:
         """Run one epoch, evaluate, append the epoch's metrics to :attr:`history` and return them.
@@ -514,7 +457,7 @@ class Trainer:
             },
             "params": params,
             "optimizer": {"names": list(self.params), "state": self.optimizer.state_dict()},
-            "rng": _rng_state(),
+            "rng": rng_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -540,135 +483,7 @@ class Trainer:
         for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr
         self.history = list(state["history"])
-        _set_rng_state(state["rng"])
-
-
-class _Step(nn.Module):
-    """Model and guide as one module whose forward is the step's loss, for DDP to wrap: its forward prepares
-    the all-reduce of their gradients that the loss's backward then runs.
-
-    :param modules: model and guide by role (their parameters are DDP's).
-    :param loss: ``(args, beta) -> loss``, the trainer's.
-    """
-
-    def __init__(self, modules: dict[str, nn.Module], loss: Callable) -> None:
-        super().__init__()
-        self.programs = nn.ModuleDict(modules)
-        self.loss = loss
-
-    def forward(self, args: tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
-        return self.loss(args, beta)
-
-
-@contextmanager
-def evaluating(*programs: Callable) -> Iterator[None]:
-    """The ``nn.Module`` s among ``programs`` in eval mode inside (a relaxed categorical latent is then
-    enumerated, a denoising autoencoder's input is not corrupted), their modes restored after."""
-    modules = [fn for fn in map(unwrapped, programs) if isinstance(fn, nn.Module)]
-    modes = [m.training for m in modules]
-    for m in modules:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, mode in zip(modules, modes, strict=True):
-            m.train(mode)
-
-
-def register_params(model: Callable, guide: Callable, *args: torch.Tensor, **kwargs) -> dict[str, torch.Tensor]:
-    """Run model and guide once on ``args`` (x, and y for a labelled model) so that every parameter
-    is in the param store.
-
-    Raises if an ``nn.Module``'s parameters are not the ones stored under its names,
-    which happens when the store still holds an earlier model's parameters (also
-    for a model or guide under :func:`~pyrovae.inference.handlers.bind_scales`).
-
-    :returns: the param store's (unconstrained) parameters by name, sorted by name.
-    """
-    with torch.no_grad():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    params = dict(sorted(pyro.get_param_store().named_parameters()))
-    stored = {id(p) for p in params.values()}
-    for fn in map(unwrapped, (model, guide)):
-        if isinstance(fn, nn.Module) and any(id(p) not in stored for p in fn.parameters()):
-            raise RuntimeError(
-                f"Pyro's param store holds stale parameters under the names {type(fn).__name__} "
-                "uses; call pyro.clear_param_store() before building a new model"
-            )
-    return params
-
-
-@torch.no_grad()
-def baseline_sites(guide: Callable, *args: torch.Tensor) -> list[str]:
-    """The guide's sample sites with a score-function baseline (``infer={"baseline": ...}``)."""
-    return [site["name"] for site in sample_sites(poutine.trace(guide).get_trace(*args)) if "baseline" in site["infer"]]
-
-
-@torch.no_grad()
-def global_latents(model: Callable, guide: Callable, *args: torch.Tensor) -> list[str]:
-    """The guide's latent sites outside the data plate (the plate at dim -1 of the model's observed sites)."""
-    guide_trace = poutine.trace(guide).get_trace(*args)
-    plate = data_plate_name(poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args))
-    return [
-        site["name"]
-        for site in sample_sites(guide_trace)
-        if not site["is_observed"] and getattr(plate_frame(site), "name", None) != plate
-    ]
-
-
-def _optimizer(factory: Callable | None, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-    """``factory(params)``, checked to be a torch optimizer; without a factory, :func:`_adam` at ``lr``."""
-    if factory is None:
-        return _adam(params, lr)
-    optimizer = factory(params)
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must return a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    return optimizer
-
-
-def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
-    """One Adam over all parameters: the fused kernel where this torch has it, else the multi-tensor one."""
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except RuntimeError:
-        return torch.optim.Adam(params, lr=lr, foreach=True)
-
-
-def params_finite() -> bool:
-    """Whether every parameter in Pyro's param store is finite (one host sync)."""
-    checks = [torch.isfinite(p).all() for _, p in pyro.get_param_store().named_parameters()]
-    return bool(torch.stack(checks).all()) if checks else True
-
-
-def load_params(params: dict[str, torch.Tensor]) -> None:
-    """Copy saved (unconstrained) parameter values into the param store, in place."""
-    live = dict(pyro.get_param_store().named_parameters())
-    unknown = sorted(set(params) - set(live))
-    if unknown:
-        raise ValueError(f"saved parameters {unknown} do not exist in this model")
-    for name, value in params.items():
-        if value.shape != live[name].shape:  # copy_ would broadcast a smaller tensor silently
-            raise ValueError(
-                f"saved parameter {name} has shape {tuple(value.shape)}, the model's {tuple(live[name].shape)}"
-            )
-    with torch.no_grad():
-        for name, value in params.items():
-            live[name].copy_(value)
-
-
-def heldout_elbo(row: dict) -> tuple[str, float]:
-    """An epoch's row's held-out split and its ELBO: ``valid_elbo`` where measured, else ``test_elbo``."""
-    valid = row.get("valid_elbo")
-    if valid is not None and not math.isnan(valid):
-        return "valid", valid
-    return "test", row["test_elbo"]
-
-
-def best_epoch(history: Sequence[dict]) -> int | None:
-    """The epoch (1-based) of ``history``'s highest held-out ELBO, the first of ties; ``None`` before any."""
-    scores = [heldout_elbo(row)[1] for row in history]
-    return 1 + scores.index(max(scores)) if scores else None
+        set_rng_state(state["rng"])
 
 
 def _collapse_message(row: dict) -> str | None:
@@ -681,20 +496,3 @@ def _collapse_message(row: dict) -> str | None:
         return None
     kl = sum(map(sum, row["kl_per_dim"].values())) if row["kl_per_dim"] else row["kl"]
     return collapse_message(row["active_units"], kl)
-
-
-def _rng_state() -> dict:
-    """Pyro's RNG states (torch, Python's random, numpy) as tensors and plain values, for a weights-only load."""
-    state = pyro.util.get_rng_state()
-    name, key, *rest = state["numpy"]  # key: numpy's uint32 array, held as int64 (torch has no uint32 ops)
-    state["numpy"] = (name, torch.from_numpy(key.astype(np.int64)), *rest)
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    name, key, *rest = state["numpy"]
-    pyro.util.set_rng_state({**state, "numpy": (name, np.asarray(key, dtype=np.int64).astype(np.uint32), *rest)})
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import logging
 import os
 import re
 import sys
@@ -209,6 +210,14 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
         help="stop after PATIENCE epochs without a higher validation ELBO, keeping the best epoch in best.pt (which "
         "evaluate, sample, plot and pyrovae.load then read) (default: none; needs a validation split)",
     )
+    train.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="trace each training step (guide, model, loss, gradients) into one graph compiled by torch.compile: "
+        "the same loss and gradients, faster where Python's overhead dominates; the first steps compile (seconds); "
+        "--resume may turn it on or off (default: off)",
+    )
     train.add_argument("--seed", type=int, default=0, help="random seed")
     train.add_argument("--device", default="auto", help="auto | cpu | cuda")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -365,6 +374,8 @@ def _train(args: argparse.Namespace) -> None:
 
     shard = distributed.from_env()  # under torchrun: this process's rank, the process group joined
     config = check_train(args, given=args.given)
+    if config.train.compile:  # inductor's import logs that a CPU-only machine has no CUDA toolkit: noise here
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     distributed.barrier()  # every rank checked the run directory before rank 0 creates it
     with warnings.catch_warnings():  # a collapse warning is one line in the epoch log (stdout), each time
         warnings.simplefilter("always", PosteriorCollapseWarning)
@@ -379,7 +390,7 @@ def _train(args: argparse.Namespace) -> None:
             shard=shard,
         )
     if history and (shard is None or shard.main):
-        from pyrovae.inference.training import best_epoch, heldout_elbo
+        from pyrovae.inference.train_config import best_epoch, heldout_elbo
 
         autoencoder = config.model != "file" and model_spec(config).deterministic
         kept = history[-1]  # the run's parameters: the last epoch's, or with early stopping the best one's

@@ -33,13 +33,16 @@ def data_plate(batch_size: int, num_data: int | None, device: torch.device) -> p
     return pyro.plate("data", num_data, subsample=subsample, dim=-1, device=device)
 
 
-def kl_scale(beta: float) -> AbstractContextManager:
+def kl_scale(beta: float | torch.Tensor) -> AbstractContextManager:
     """Scale the latent sites under it by ``beta`` (model and guide alike).
 
     Under ``Trace_ELBO`` the ELBO becomes ``E_q[log p(x|z)] - beta * KL(q || p)``.
     Pyro rejects a scale of 0, so ``beta == 0`` masks the sites instead, which
-    removes the KL term exactly.
+    removes the KL term exactly. A tensor ``beta`` (the input of a traced step,
+    :mod:`pyrovae.inference.compiled`, which keeps 0 and 1 as floats) is a scale.
     """
+    if isinstance(beta, torch.Tensor):
+        return poutine.scale(scale=beta)
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
     if beta == 0:

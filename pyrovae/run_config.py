@@ -30,7 +30,7 @@ from pyrovae.errors import (
     one_line,
 )
 from pyrovae.inference.objectives import objective_options
-from pyrovae.inference.training import TrainConfig
+from pyrovae.inference.train_config import TrainConfig
 from pyrovae.model_file import check_same, load_programs
 
 OVERRIDES = ("latent_dim", "hidden", "activation", "likelihood", "obs_scale", "min_obs_scale", "guide", "arch")

@@ -31,7 +31,9 @@ from pyrovae.errors import (
 )
 from pyrovae.inference.diagnostics import posterior_means
 from pyrovae.inference.objectives import AuxiliaryLoss
-from pyrovae.inference.training import Diverged, TrainConfig, Trainer, evaluating, heldout_elbo
+from pyrovae.inference.parameters import evaluating
+from pyrovae.inference.train_config import Diverged, TrainConfig, heldout_elbo
+from pyrovae.inference.training import Trainer
 from pyrovae.models.likelihoods import Likelihood
 from pyrovae.primitives import batch_args
 from pyrovae.run_config import RunConfig, build_model, device_name, model_spec, resolve_device
@@ -121,11 +123,15 @@ def train_run(
             checked_write(out / "config.json", atomic_write_text, config.to_json(), out)  # --resume --epochs N: new
             checked_write(out / "metrics.csv", write_metrics, trainer.history, out)  # a kill may have come first
             checked_write(out / "kl_per_dim.csv", write_kl_per_dim, trainer.history, out)
+        epoch_0 = trainer.epoch  # the epoch this session starts from (a resumed run's compiles again)
         with stop_on_signals() as received:
             while trainer.epoch < config.train.epochs and not trainer.patience_spent:
                 _train_epoch(trainer, out, received)  # raises on a fault or a signal mid-epoch
                 if main:
                     _commit(trainer, model, guide, data, out, config, digest)
+                    if trainer.epoch == epoch_0 + 1 and trainer.compiled is not None and trainer.compiled.graphs:
+                        graphs, seconds = len(trainer.compiled.graphs), trainer.compiled.seconds
+                        print(f"compiled the training step: {graphs} graph(s) in {seconds:.1f} s", flush=True)
                 if received:  # the signal came during evaluation or saving: the epoch is safe
                     raise _interrupted(out, received[0], trainer.epoch)
         history = trainer.history

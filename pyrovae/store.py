@@ -28,7 +28,8 @@ from pyrovae.data import Dataset, load_dataset
 from pyrovae.errors import (
     InputError,
 )
-from pyrovae.inference.training import METRICS, load_params, register_params
+from pyrovae.inference.parameters import load_params, register_params
+from pyrovae.inference.train_config import METRICS
 from pyrovae.lock import LOCK, run_lock
 from pyrovae.run_config import RunConfig, build_model, model_spec, resolve_device
 

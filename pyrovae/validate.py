@@ -27,12 +27,12 @@ from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
 from pyrovae.data import LABELLED, require_data_dir
 from pyrovae.errors import FieldError, InputError, check_float, check_int
 from pyrovae.inference.objectives import OBJECTIVES, check_options, objective_options
-from pyrovae.inference.training import TrainConfig
+from pyrovae.inference.train_config import TrainConfig
 from pyrovae.run_config import FLAT_OPTIONS, OVERRIDES, RunConfig, check_overrides, model_spec, read_config
 from pyrovae.store import check_is_run_dir
 
 MODEL = ("model", "spec", "model_file", "model_digest")  # RunConfig's model fields, set by _model
-RESUMABLE = ("epochs", "lr", "clip_norm", "device", "no_progress")  # train options --resume may change
+RESUMABLE = ("epochs", "lr", "clip_norm", "compile", "device", "no_progress")  # train options --resume may change
 # A pixel standard deviation whose square (the variance) is a normal float32 number: below, the Gaussian
 # log-density underflows to a zero variance or overflows to infinity; 1e-50 is 0 in float32.
 SCALE_RANGE = (math.sqrt(torch.finfo(torch.float32).tiny), math.sqrt(torch.finfo(torch.float32).max))
@@ -143,8 +143,8 @@ def _check_resume(args: argparse.Namespace, given: set[str]) -> RunConfig:
         names = ", ".join("--" + k.replace("_", "-") for k in changed)
         raise UsageError(
             f"{names}: --resume continues with the settings in {out / 'config.json'}; only --epochs, --lr, "
-            "--clip-norm, --device and a moved --data-dir may change (start a new run with another --out to "
-            "change the rest)"
+            "--clip-norm, --[no-]compile, --device and a moved --data-dir may change (start a new run with another "
+            "--out to change the rest)"
         )
     new = {k: getattr(args, k) for k in given & {f.name for f in fields(TrainConfig)}}
     moved = {"data_dir": _absolute(args.data_dir)} if "data_dir" in given and args.data_dir is not None else {}

@@ -17,6 +17,23 @@ from pyrovae.models import VAE
 from pyrovae.nets import Decoder, GaussianEncoder
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        default="cpu",
+        help="the device of the device-agnostic tests (those taking the device fixture): cpu, cuda or cuda:N",
+    )
+
+
+@pytest.fixture
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """The device given by ``pytest --device`` (cpu by default); CUDA asked for where there is none fails."""
+    device = torch.device(request.config.getoption("--device"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.fail("pytest --device cuda: CUDA is not available here")
+    return device
+
+
 @pytest.fixture(autouse=True)
 def clean_pyro():
     pyro.clear_param_store()

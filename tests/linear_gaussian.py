@@ -27,13 +27,18 @@ class LinearGaussian:
         eye = torch.eye(latent_dim, dtype=torch.float64)
         self.S = torch.linalg.inv(eye + self.W.T @ self.W / noise**2)
 
+    def to(self, device: torch.device | str) -> LinearGaussian:
+        """The same model with its constants on ``device`` (data from :meth:`sample_x` must be moved too)."""
+        self.W, self.b, self.S = (t.to(device) for t in (self.W, self.b, self.S))
+        return self
+
     def sample_x(self, n: int, seed: int = 1) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.latent_dim, generator=g, dtype=torch.float64)
         return z @ self.W.T + self.b + self.noise * torch.randn(n, self.b.shape[0], generator=g, dtype=torch.float64)
 
     def log_px(self, x: torch.Tensor) -> torch.Tensor:
-        cov = self.W @ self.W.T + self.noise**2 * torch.eye(self.b.shape[0], dtype=torch.float64)
+        cov = self.W @ self.W.T + self.noise**2 * torch.eye(self.b.shape[0], dtype=torch.float64, device=self.b.device)
         return dist.MultivariateNormal(self.b, covariance_matrix=cov).log_prob(x)
 
     def posterior(self, x: torch.Tensor) -> dist.MultivariateNormal:
@@ -41,7 +46,7 @@ class LinearGaussian:
         return dist.MultivariateNormal(loc, scale_tril=torch.linalg.cholesky(self.S))
 
     def model(self, x: torch.Tensor, *, beta: float = 1.0, num_data: int | None = None) -> None:
-        zeros = torch.zeros(x.shape[0], self.latent_dim, dtype=torch.float64)
+        zeros = torch.zeros(x.shape[0], self.latent_dim, dtype=torch.float64, device=x.device)
         with data_plate(x.shape[0], num_data, x.device):
             with kl_scale(beta):
                 z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))

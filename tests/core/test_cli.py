@@ -11,7 +11,7 @@ from PIL import Image
 
 from pyrovae import cli, data, families, nets
 from pyrovae.inference import objectives
-from pyrovae.inference.training import METRICS
+from pyrovae.inference.train_config import METRICS
 
 from conftest import train
 

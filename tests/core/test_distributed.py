@@ -58,6 +58,21 @@ def test_two_processes_train_as_one_on_the_whole_batch(trained, tmp_path: Path):
     assert done.stdout.count("epoch   1") == 1  # rank 0 alone prints (and writes)
 
 
+@pytest.mark.slow  # each rank compiles its step with inductor: about 60 s
+def test_two_compiled_processes_train_as_one_eager_process(trained, tmp_path: Path):
+    from pyrovae import cli
+
+    data = trained[0]
+    done = torchrun("train", "--out", str(tmp_path / "two"), *options(data, "ae", 1), "--compile")
+    assert done.returncode == 0, done.stderr
+    assert "compiled the training step" in done.stdout and "CompileFallbackWarning" not in done.stderr
+    assert cli.main(["train", "--out", str(tmp_path / "one"), *options(data, "ae", 1)]) == 0
+    two, one = (load_checkpoint(tmp_path / name / "checkpoint.pt")["trainer"]["modules"] for name in ("two", "one"))
+    for role in ("model", "guide"):  # the gradients averaged by one all-reduce, as DDP averages the eager ones
+        for name, value in one[role].items():
+            assert torch.allclose(two[role][name], value, rtol=1e-4, atol=1e-5), name
+
+
 @pytest.mark.slow  # three torchrun launches, about 20 s
 def test_a_resumed_two_process_run_repeats_an_uninterrupted_one(trained, tmp_path: Path):
     data = trained[0]

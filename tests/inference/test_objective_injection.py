@@ -12,7 +12,8 @@ from pyrovae.data import Dataset
 from pyrovae.errors import FieldError
 from pyrovae.inference import IWAE, TrainConfig, Trainer, make_objective
 from pyrovae.inference.objectives import AuxiliaryLoss, objective_options
-from pyrovae.inference.training import METRICS, load_params
+from pyrovae.inference.parameters import load_params
+from pyrovae.inference.train_config import METRICS
 
 from conftest import binary_images, make_vae
 

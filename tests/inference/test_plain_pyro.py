@@ -14,7 +14,7 @@ from torch import nn
 from pyrovae.data import Dataset
 from pyrovae.inference import TrainConfig, Trainer, evaluate_elbo, iwae_bound, log_weights, make_objective
 from pyrovae.inference.handlers import ParticleBroadcastError, takes_scales, with_scales
-from pyrovae.inference.training import load_params
+from pyrovae.inference.parameters import load_params
 from pyrovae.primitives import data_plate, kl_scale
 
 from conftest import binary_images, options

@@ -11,7 +11,7 @@ from pyrovae.data import Dataset
 from pyrovae.inference import Diverged, TrainConfig, Trainer
 from pyrovae.inference.diagnostics import PosteriorCollapseWarning
 from pyrovae.inference.objectives import make_objective
-from pyrovae.inference.training import load_params
+from pyrovae.inference.parameters import load_params
 from pyrovae.primitives import data_plate
 
 from conftest import binary_images, make_vae

@@ -21,7 +21,7 @@ from pyrovae.inference import iwae_bound, kl_per_dim, log_weights
 from pyrovae.inference.diagnostics import active_units
 from pyrovae.inference.log_weights import elbo_terms, enumerated_sites
 from pyrovae.inference.objectives import make_objective
-from pyrovae.inference.training import evaluating
+from pyrovae.inference.parameters import evaluating
 from pyrovae.inference.vimco import VIMCO
 
 H, D = 3, 4

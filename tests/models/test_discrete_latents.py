@@ -18,8 +18,8 @@ from pyrovae.inference.clustering import categorical_sites, clustering_accuracy
 from pyrovae.inference.diagnostics import active_units, posterior_means
 from pyrovae.inference.log_weights import elbo_terms, enumerated_sites
 from pyrovae.inference.objectives import make_objective
+from pyrovae.inference.parameters import evaluating
 from pyrovae.inference.trace_elbo import TraceELBO, TraceGraphELBO
-from pyrovae.inference.training import evaluating
 
 K, Z, D = 3, 2, 4
 MIXTURE = f"""likelihood = "gaussian"
