@@ -51,7 +51,7 @@ def register_params(model: Callable, guide: Callable, *args: torch.Tensor, **kwa
     params = dict(sorted(pyro.get_param_store().named_parameters()))
     stored = {id(p) for p in params.values()}
     for fn in map(unwrapped, (model, guide)):
-        if isinstance(fn, nn.Module) and any(id(p) not in stored for p in fn.parameters()):
+        if isinstance(fn, nn.Module) and any(id(p) not in stored for p in fn.parameters() if p.requires_grad):
             raise RuntimeError(
                 f"Pyro's param store holds stale parameters under the names {type(fn).__name__} "
                 "uses; call pyro.clear_param_store() before building a new model"

@@ -48,7 +48,10 @@ def choices(command: str | None) -> dict[str, tuple[str, ...] | None]:
 
         stochastic = [n for n in families.names("guide") if not families.get(n, "guide").capabilities.deterministic]
         guides = ("diag", *(n for n in stochastic if n not in ("diag", "normal")))  # diag is the Normal's name
-        found = (DATASETS, OBJECTIVES, tuple(ACTIVATIONS), spec.BUILTIN, families.names("likelihood"), guides, None)
+        from pyrovae.models.vqvae import VQ_MODELS
+
+        models = (*spec.BUILTIN, *VQ_MODELS)
+        found = (DATASETS, OBJECTIVES, tuple(ACTIVATIONS), models, families.names("likelihood"), guides, None)
         found += (spec.ESTIMATORS,)
         return dict(zip(names, found, strict=True))
     if command == "plot":
@@ -99,6 +102,31 @@ def _triple(text: str) -> tuple[int, int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected three class labels A,B,C, got {text!r}") from None
     return a, b, c
+
+
+def _vq_options(train: argparse.ArgumentParser, keep: str) -> None:
+    """The VQ-VAE's options (``--model vqvae``, then ``--model vqvae-prior --from RUN``)."""
+    vq = train.add_argument_group("VQ-VAE (--model vqvae; then --model vqvae-prior --from RUN learns a prior)")
+    vq.add_argument("--codebook-size", type=int, default=keep, help="K codebook entries (default: 512)")
+    vq.add_argument("--code-dim", type=int, default=keep, help="D, the size of each entry (default: 16)")
+    vq.add_argument("--commitment", type=float, default=keep, help="beta of the commitment loss (default: 0.25)")
+    vq.add_argument(
+        "--codebook-update",
+        default=keep,
+        choices=("ema", "loss"),
+        help="moving averages of the encoder outputs, or the codebook loss (default: ema)",
+    )
+    vq.add_argument("--ema-decay", type=float, default=keep, help="decay of the moving averages (default: 0.99)")
+    vq.add_argument(
+        "--restart-after",
+        type=int,
+        default=keep,
+        help="steps an entry may go unused before it restarts at an encoder output; 0: never (default: 100)",
+    )
+    vq.add_argument(
+        "--from", dest="first_stage", default=keep, metavar="RUN", help="vqvae-prior: the vqvae run (default: none)"
+    )
+    vq.add_argument("--prior-layers", type=int, default=keep, help="vqvae-prior: PixelCNN layers (default: 5)")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -235,7 +263,10 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
         "the defaults below are the vae's)"
     )
     model.add_argument(
-        "--model", default=argparse.SUPPRESS, choices=choice["model"], help="built-in family (default: vae)"
+        "--model",
+        default=argparse.SUPPRESS,
+        choices=choice["model"],
+        help="built-in family; vqvae and vqvae-prior are the two stages of a VQ-VAE (default: vae)",
     )
     model.add_argument(
         "--spec", default=argparse.SUPPRESS, help="TOML file declaring the model instead of --model (default: none)"
@@ -294,6 +325,7 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
         "relaxation (plain or straight-through), or by the score function (NVIL with --objective elbo, VIMCO "
         "with iwae) (default: the spec's, enumerate)",
     )
+    _vq_options(train, keep)
     train.set_defaults(**dict.fromkeys(unset, UNSET))
 
     evaluate = commands.add_parser(
@@ -392,7 +424,7 @@ def _train(args: argparse.Namespace) -> None:
     if history and (shard is None or shard.main):
         from pyrovae.inference.train_config import best_epoch, heldout_elbo
 
-        autoencoder = config.model != "file" and model_spec(config).deterministic
+        autoencoder = config.has_spec and model_spec(config).deterministic
         kept = history[-1]  # the run's parameters: the last epoch's, or with early stopping the best one's
         if config.train.early_stopping is not None:
             kept = history[best_epoch(history) - 1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -13,8 +14,9 @@ from pyrovae.checkpoint import atomic_write_text
 from pyrovae.distributed import Shard
 from pyrovae.inference.bounds import bound_table
 from pyrovae.inference.clustering import categorical_sites, cluster_assignments, clustering_accuracy
-from pyrovae.inference.diagnostics import active_units
+from pyrovae.inference.diagnostics import active_units, stochastic_latents
 from pyrovae.lock import run_lock
+from pyrovae.primitives import batch_args
 from pyrovae.store import LoadedRun, check_writable, load_run, load_run_data
 
 
@@ -32,8 +34,10 @@ def evaluate_run(
 ) -> tuple[pd.DataFrame | None, dict[str, int], dict[str, tuple[str, float]]]:
     """Bounds L_k on a split and active units; writes ``RUN_DIR/bounds.csv``.
 
-    ``bounds.csv`` has a row per k: ``k``, ``bound``, ``stderr``, ``seconds``,
-    ``split`` and ``images`` (the number of datapoints evaluated, after ``limit``).
+    ``bounds.csv`` has a row per k: ``k``, ``bound``, ``stderr``, ``seconds``, ``bits_per_dim``
+    (``-bound / (D ln 2)``), ``split`` and ``images`` (the number of datapoints evaluated, after ``limit``).
+    A guide whose latents are all point masses (a VQ-VAE's, on a discrete set) draws the same particle k
+    times, so its L_k all equal L_1, which is computed once.
     The particles of each batch are drawn from the run's seed, the batch's index and k alone, so evaluating
     twice gives the same table, and so does evaluating under ``torchrun`` with ``shard``: each rank takes its
     share of the batches, the per-datapoint bounds are gathered, and rank 0 alone writes ``bounds.csv`` (the
@@ -66,8 +70,9 @@ def evaluate_run(
 
         if not main:  # this rank's share of the bounds, then done
             if run.model.probabilistic:
-                bound_table(run.model, run.guide, batches, ks, chunk_size=chunk_size, seed=run.config.train.seed,
-                            shard=shard, progress=False)  # fmt: skip
+                computed = [1] if point_mass(run.guide, batches) else ks
+                bound_table(run.model, run.guide, batches, computed, chunk_size=chunk_size,
+                            seed=run.config.train.seed, shard=shard, progress=False)  # fmt: skip
             return None, {}, {}
         clusters = {}
         if split in data.labels and not reads_labels:  # a label the model reads is no clustering target
@@ -76,14 +81,20 @@ def evaluate_run(
             return None, active_units(run.guide, batches()), clusters
 
         seed = run.config.train.seed  # the same run evaluates to the same numbers (on one device)
-        table = pd.DataFrame(
-            bound_table(run.model, run.guide, batches, ks, chunk_size=chunk_size, seed=seed, shard=shard)
-        )
+        computed = [1] if point_mass(run.guide, batches) else ks  # a point mass: its k particles are one
+        rows = bound_table(run.model, run.guide, batches, computed, chunk_size=chunk_size, seed=seed, shard=shard)
+        table = pd.DataFrame([rows[0] | {"k": k} for k in ks] if computed != ks else rows)
+        table["bits_per_dim"] = -table["bound"] / (data.data_dim * math.log(2))
         images = data.split(split).shape[0]
         table["split"] = split
         table["images"] = images if limit is None else min(limit, images)
         atomic_write_text(run_dir / "bounds.csv", table.to_csv(index=False))
         return table, active_units(run.guide, batches()), clusters
+
+
+def point_mass(guide: Callable, batches: Callable[[], Iterator]) -> bool:
+    """Whether every latent of ``guide`` is a point mass (a VQ-VAE's), so that every L_k is L_1."""
+    return not stochastic_latents(guide, *batch_args(next(iter(batches()))))
 
 
 def _clustering(

@@ -32,6 +32,7 @@ from pyrovae.errors import (
 from pyrovae.inference.objectives import objective_options
 from pyrovae.inference.train_config import TrainConfig
 from pyrovae.model_file import check_same, load_programs
+from pyrovae.models.vqvae import VQ_MODELS, build_vq, check_vq_options
 
 OVERRIDES = ("latent_dim", "hidden", "activation", "likelihood", "obs_scale", "min_obs_scale", "guide", "arch")
 OVERRIDES += ("corruption", "discrete")  # the command line's model options (pyrovae.spec.with_options)
@@ -54,8 +55,11 @@ class RunConfig:
     valid_fraction: float | None = None  # hold out this fraction of the training split for validation (seeded)
     label_column: str | None = None  # a table (.csv, .tsv): its column of class labels, a header name or an index
     data_dir: str | None = None  # where the data files are (unused by mnist-5k); absolute since pyrovae train stores it
-    model: str = "vae"  # where the model came from: a built-in name (pyrovae.spec.BUILTIN), "spec" or "file"
+    # where the model came from: a built-in name (pyrovae.spec.BUILTIN), "spec", "file", or a VQ-VAE stage
+    # (pyrovae.models.vqvae.VQ_MODELS: vqvae, vqvae-prior)
+    model: str = "vae"
     spec: dict | None = None  # the resolved model's spec table (pyrovae.spec.to_table); None for a model file
+    vq: dict | None = None  # a VQ-VAE's options (pyrovae.models.vqvae.VQ_OPTIONS), resolved; None for the others
     model_file: str | None = None  # --model-file: "ABSOLUTE/PATH.py:FACTORY"; its code runs only when given again
     model_digest: str | None = None  # blake2b of that file's bytes at training time: another file is refused
     binarize: bool = True  # model files: binarize the images per pass (a spec's likelihood decides for itself)
@@ -81,8 +85,14 @@ class RunConfig:
             check_float(name, value, positive=True)
             if not value < 1:
                 raise FieldError(name, f"must be below 1, got {value}")
-        check_choice("model", self.model, (*spec.BUILTIN, "spec", "file"))
-        if self.model == "file":
+        check_choice("model", self.model, (*spec.BUILTIN, *VQ_MODELS, "spec", "file"))
+        if self.model in VQ_MODELS:
+            check_vq_options(self.model, self.vq)
+            if self.spec is not None or self.model_file is not None:
+                raise FieldError("spec", f"is set, but a {self.model} is built from its vq options alone")
+        elif self.vq is not None:
+            raise FieldError("vq", f"holds VQ-VAE options, but model is {self.model!r}")
+        elif self.model == "file":
             check_type("model_file", self.model_file, str, "FILE.py:FACTORY, the hand-written model's file")
             check_type("model_digest", self.model_digest, str, "the model file's digest")
         else:
@@ -101,6 +111,11 @@ class RunConfig:
         if self.classifier_weight is not None:
             check_float("classifier_weight", self.classifier_weight)
         check_type("train", self.train, TrainConfig, "the training settings (a TrainConfig)")
+
+    @property
+    def has_spec(self) -> bool:
+        """Whether the model is a spec's (a built-in family or ``--spec``), not a model file or a VQ-VAE."""
+        return self.model not in ("file", *VQ_MODELS)
 
     def to_json(self) -> str:
         """The config as ``config.json`` holds it."""
@@ -152,7 +167,7 @@ def _resolved(d: dict) -> dict:
     """A configuration of the layout before the resolved spec (the spec table, or none for a built-in model,
     plus the command line's overrides) in this one: the spec with the overrides applied, whole."""
     overrides = {k: d.pop(k) for k in OVERRIDES if k in d}
-    if d.get("model") == "file" or (d.get("spec") is not None and not overrides):
+    if d.get("model") in ("file", *VQ_MODELS) or (d.get("spec") is not None and not overrides):
         return d
     if isinstance(overrides.get("latent_dim"), int):  # configs written before hierarchical models
         overrides["latent_dim"] = (overrides["latent_dim"],)
@@ -205,6 +220,8 @@ def model_spec(config: RunConfig) -> spec.ModelSpec:
 
     :raises InputError: for a run of a hand-written model, which has no spec.
     """
+    if config.model in VQ_MODELS:
+        raise InputError(f"this run's model is a {config.model}, built from its VQ options, which has no spec")
     if config.spec is None:
         raise InputError(f"this run's model is the hand-written {config.model_file}, which has no spec")
     return spec.load(config.spec)
@@ -223,6 +240,10 @@ def build_model(
 
     :raises InputError: a run of a model file without ``model_file``, or another file than the run's.
     """
+    if config.model in VQ_MODELS:
+        if model_file is not None:
+            raise InputError(f"--model-file: {run_dir or 'this run'} is a {config.model}, not a model file's")
+        return build_vq(config.model, config.vq, image_shape or (1, data_dim))
     if config.model != "file":
         if model_file is not None:
             raise InputError(f"--model-file: {run_dir or 'this run'} was built from a spec, not from a model file")

@@ -104,13 +104,18 @@ def train_run(
     pyro.set_rng_seed(config.train.seed)
     data = load_run_data(config, config.device)
     labels = torch.cat(list(data.labels.values())) if data.labels else None
-    if config.model != "file":
+    if config.has_spec:
         spec.check_label_classes(model_spec(config), labels, config.dataset)  # a label input with too few classes
         check_support(model_spec(config).likelihood, data)
     built = build_model(config, data.data_dim, data.image_shape, model_file=model_file, run_dir=out)
     model, guide = (m.to(device) for m in built)
     digest = data_digest(data)
     data, aux, metrics = semi_supervised(config, model, guide, data)
+    if hasattr(guide, "epoch_metrics"):  # a guide's own measures (a VQ-VAE's codebook usage), on the held-out split
+        size = config.train.eval_batch_size
+        metrics |= guide.epoch_metrics(lambda: data.eval_batches(data.heldout, size))
+    if config.model == "vqvae-prior" and not resume:  # the second stage starts from the first one's networks
+        load_first_stage(model, guide, Path(config.vq["first_stage"]), data.image_shape)
     main = shard is None or shard.main
     trainer = Trainer(
         model, guide, data, config.train, aux=aux, metrics=metrics, progress=progress and main,
@@ -142,6 +147,27 @@ def train_run(
         with evaluating(model, guide):  # drawn as the trained model is evaluated
             save_figures(model, guide, data, out)
     return history
+
+
+def load_first_stage(model: nn.Module, guide: nn.Module, run_dir: Path, image_shape: tuple[int, ...] | None) -> None:
+    """The encoder, codebook and decoder of the ``vqvae`` run in ``run_dir`` (its best or last epoch) into the
+    model and guide of a ``vqvae-prior``, whose prior network stays as built.
+
+    :raises InputError: a run of other images, or whose networks do not fit.
+    """
+    path = run_dir / (BEST if (run_dir / BEST).is_file() else CHECKPOINT)
+    state = load_checkpoint(path)
+    if tuple(state["image_shape"]) != tuple(image_shape or ()):
+        raise InputError(
+            f"--from {run_dir}: its VQ-VAE was trained on images of shape {tuple(state['image_shape'])}, and this "
+            f"data set's are {tuple(image_shape or ())}; train the prior on the first stage's data set"
+        )
+    modules = state["trainer"]["modules"]
+    with fits(path):
+        guide.load_state_dict(modules["guide"])
+        missing, unexpected = model.load_state_dict(modules["model"], strict=False)
+    if unexpected or any(not key.startswith("prior_logits.") for key in missing):
+        raise InputError(f"--from {run_dir}: its networks do not fit this vqvae-prior ({(unexpected or missing)[:3]})")
 
 
 def _commit(
@@ -335,9 +361,12 @@ def epoch_line(row: dict[str, float], probabilistic: bool) -> str:
             f"epoch {row['epoch']:>3}  train log p(x|f(x)) {row['train_elbo']:9.3f}  "
             f"{split} log p(x|f(x)) {score:9.3f}  (no ELBO: an autoencoder)  {row['seconds']:6.1f}s"
         )
+    units = f"active {row['active_units']:>3}"
+    if "codes_used" in row:  # a codebook's (VQ-VAE): its use says more than the spread of the code vectors
+        units = f"codes {row['codes_used']:>4.0f}  perplexity {row['perplexity']:6.1f}"
     return (
         f"epoch {row['epoch']:>3}  train ELBO {row['train_elbo']:9.3f}  {split} ELBO {score:9.3f}  "
-        f"KL {row['kl']:7.3f}  active {row['active_units']:>3}  beta {row['beta']:.3g}  {row['seconds']:6.1f}s"
+        f"KL {row['kl']:7.3f}  {units}  beta {row['beta']:.3g}  {row['seconds']:6.1f}s"
     )
 
 

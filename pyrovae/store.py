@@ -259,6 +259,8 @@ def load_run_data(config: RunConfig, device: str = "auto") -> Dataset:
     """The run's data set, binarized when (and only when) its likelihood needs binary data or counts."""
     if config.model == "file":
         binarize = config.binarize
+    elif not config.has_spec:  # a VQ-VAE: a Bernoulli decoder
+        binarize = True
     else:
         binarize = model_spec(config).likelihood.support in ("binary", "count")  # grey values are neither
     return load_dataset(

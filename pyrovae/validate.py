@@ -28,6 +28,7 @@ from pyrovae.data import LABELLED, require_data_dir
 from pyrovae.errors import FieldError, InputError, check_float, check_int
 from pyrovae.inference.objectives import OBJECTIVES, check_options, objective_options
 from pyrovae.inference.train_config import TrainConfig
+from pyrovae.models.vqvae import VQ_MODELS, check_vq_options
 from pyrovae.run_config import FLAT_OPTIONS, OVERRIDES, RunConfig, check_overrides, model_spec, read_config
 from pyrovae.store import check_is_run_dir
 
@@ -77,6 +78,8 @@ def check_train(args: argparse.Namespace, *, given: set[str]) -> RunConfig:
         options["data_dir"] = _absolute(options["data_dir"])
     if is_data_file(options["dataset"]):
         options["dataset"] = _absolute(options["dataset"])
+    if options.get("model") == "vqvae-prior" and options.get("first_stage") is not None:
+        options |= _first_stage_data(Path(options["first_stage"]), given)
     with _as_options():
         config = RunConfig(
             **{f.name: options[f.name] for f in fields(RunConfig) if f.name in options and f.name not in MODEL},
@@ -122,6 +125,11 @@ def _model(options: dict, given: set[str]) -> dict:
         return {"model": "file", "model_file": f"{path}:{factory}", "model_digest": model_file.digest(path)}
     if "binarize" in given:
         raise UsageError("--no-binarize applies to --model-file runs; a spec's likelihood decides for itself")
+    if options.get("model") in VQ_MODELS:
+        return _vq_model(options, given, overrides)
+    vq_given = sorted(given & set(VQ_FLAGS))
+    if vq_given:
+        raise UsageError(f"--{vq_given[0].replace('_', '-')} is an option of --model vqvae and vqvae-prior")
     base = spec.load(options["spec"] if "spec" in options else options.get("model", "vae"))
     # The model is stored resolved and whole, so that the run rebuilds it on its own even if models/specs change.
     with _as_options():
@@ -129,6 +137,60 @@ def _model(options: dict, given: set[str]) -> dict:
     resolved = spec.with_options(base, **overrides)
     _check_scales(resolved)
     return {"model": "spec" if "spec" in options else options.get("model", "vae"), "spec": spec.to_table(resolved)}
+
+
+# The VQ-VAE's command-line options, by their names in RunConfig.vq.
+VQ_FLAGS = ("codebook_size", "code_dim", "commitment", "codebook_update", "ema_decay", "restart_after", "prior_layers")
+VQ_FLAGS += ("first_stage",)  # --from RUN
+
+
+def _vq_value(flag: str, value: object) -> object:
+    """A VQ option as stored: ``--from RUN`` as RUN's absolute path."""
+    return _absolute(value) if flag == "first_stage" and value is not None else value
+
+
+def _vq_model(options: dict, given: set[str], overrides: dict) -> dict:
+    """The model fields of a new VQ-VAE run: ``vqvae``, or ``vqvae-prior --from RUN`` with RUN's codebook options."""
+    if overrides:
+        raise UsageError(
+            f"--{next(iter(overrides)).replace('_', '-')}: the model options apply to spec models; a VQ-VAE takes "
+            "--codebook-size, --code-dim, --commitment, --codebook-update, --ema-decay and --restart-after"
+        )
+    name = options["model"]
+    vq = {k: _vq_value(k, options[k]) for k in sorted(given & set(VQ_FLAGS))}
+    if name == "vqvae-prior":
+        vq = _first_stage_options(vq)
+    elif "first_stage" in vq or "prior_layers" in vq:
+        raise UsageError("--from and --prior-layers are options of --model vqvae-prior (the second stage)")
+    with _as_options():
+        return {"model": name, "spec": None, "vq": check_vq_options(name, vq)}
+
+
+def _first_stage_options(vq: dict) -> dict:
+    """``vqvae-prior``'s options: those of the ``vqvae`` run named by ``--from`` (its codebook and networks), with
+    the prior's own."""
+    if vq.get("first_stage") is None:
+        raise UsageError("--model vqvae-prior learns a prior over the codes of a trained VQ-VAE: give --from RUN, "
+                         "the directory of a pyrovae train --model vqvae run")  # fmt: skip
+    first = Path(vq["first_stage"])
+    fixed = sorted(set(vq) - {"first_stage", "prior_layers"})
+    if fixed:
+        raise UsageError(f"--{fixed[0].replace('_', '-')}: a vqvae-prior takes its codebook from --from {first}")
+    config, _ = _run_config_and_model(first)
+    if config is None or config.model != "vqvae":
+        raise UsageError(f"--from {first}: not the directory of a trained pyrovae train --model vqvae run")
+    return {**config.vq, **vq}
+
+
+DATA_FIELDS = ("dataset", "data_dir", "test_fraction", "valid_fraction", "label_column")
+
+
+def _first_stage_data(first: Path, given: set[str]) -> dict:
+    """A ``vqvae-prior``'s data options not given: those of its first stage, whose codes it models."""
+    config, _ = _run_config_and_model(first)
+    if config is None:  # refused, naming the problem, with the model options
+        return {}
+    return {name: getattr(config, name) for name in DATA_FIELDS if name not in given}
 
 
 def _check_resume(args: argparse.Namespace, given: set[str]) -> RunConfig:
@@ -175,8 +237,12 @@ def _repeats(name: str, args: argparse.Namespace, config: RunConfig, given: set[
         return check_options(config.train.objective, config.train.objective_options).get(option) == value
     if name == "model_file":
         return config.model == "file"  # checked against the run's file and digest when the model is built
+    if name in VQ_FLAGS:
+        return config.vq is not None and config.vq.get(name) == _vq_value(name, value)
+    if name == "model" and config.model in VQ_MODELS:
+        return value == config.model
     if name in ("model", "spec", *OVERRIDES):
-        if config.model == "file":
+        if not config.has_spec:
             return False
         try:
             base = args.spec if "spec" in given else args.model if "model" in given else config.spec
@@ -200,7 +266,7 @@ def _as_options() -> Iterator[None]:
     try:
         yield
     except FieldError as e:
-        name = e.field.removeprefix("train.")
+        name = e.field.removeprefix("train.").removeprefix("vq.")
         flags = {f"objective_options.{option}": flag for flag, option in FLAT_OPTIONS.items()}
         raise e.renamed("--" + flags.get(name, name).replace("_", "-")) from None
 
@@ -216,7 +282,7 @@ def check_config(config: RunConfig) -> None:
 def check_model(config: RunConfig) -> None:
     """The model's spec with the command line's overrides, and its fit with the objective and the data
     (a hand-written model's fit shows when it is built)."""
-    if config.model == "file":
+    if not config.has_spec:
         return
     model = model_spec(config)  # a SpecError names the field
     _check_scales(model)
@@ -348,7 +414,7 @@ def _run_config_and_model(run_dir: Path) -> tuple[RunConfig | None, spec.ModelSp
             config, _ = read_config(run_dir, None)
         except InputError:  # config.json missing or damaged: the checkpoint's copy (read only then)
             config, _ = read_config(run_dir, load_checkpoint(run_dir / CHECKPOINT))
-        return config, None if config.model == "file" else model_spec(config)
+        return config, model_spec(config) if config.has_spec else None
     except ValueError:
         return None, None
 

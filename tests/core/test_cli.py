@@ -64,7 +64,7 @@ def test_evaluate_and_sample_read_the_run(amat_dir: Path, tmp_path: Path, capsys
     printed = capsys.readouterr().out
     assert "active units: z" in printed
     bounds = pd.read_csv(out / "bounds.csv")
-    assert list(bounds.columns) == ["k", "bound", "stderr", "seconds", "split", "images"]
+    assert list(bounds.columns) == ["k", "bound", "stderr", "seconds", "bits_per_dim", "split", "images"]
     assert bounds["k"].tolist() == [1, 5, 50] and set(bounds["split"]) == {"valid"} and set(bounds["images"]) == {40}
     assert bounds["bound"].is_monotonic_increasing and (bounds["stderr"] > 0).all()
     pyro.set_rng_seed(123)  # whatever the global RNG, the run's seed draws the particles

@@ -87,7 +87,8 @@ def test_train_from_a_spec_file(amat_dir: Path, tmp_path: Path, capsys):
 
 
 def test_cli_model_choices_are_the_library_s():
-    assert cli.choices("train")["model"] == spec.BUILTIN and cli.choices("train")["likelihood"] == LIKELIHOODS
+    assert cli.choices("train")["model"] == (*spec.BUILTIN, "vqvae", "vqvae-prior")
+    assert cli.choices("train")["likelihood"] == LIKELIHOODS
 
 
 def test_latent_figures_of_a_conditional_model_draw_with_or_without_label(mnist_dir: Path, tmp_path: Path, capsys):

@@ -76,7 +76,7 @@ def test_cuda_without_cuda_is_refused(tmp_path: Path, capsys):
         (["--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar' (choose from"),
         (["--activation", "sigmoid"], "argument --activation: invalid choice: 'sigmoid' (choose from"),
         (["--objective", "iwa"], "argument --objective: invalid choice: 'iwa' (choose from"),
-        (["--model", "vqvae"], "argument --model: invalid choice: 'vqvae' (choose from"),
+        (["--model", "pixelvae"], "argument --model: invalid choice: 'pixelvae' (choose from"),
         (["--likelihood", "zipf"], "argument --likelihood: invalid choice: 'zipf' (choose from"),
         (["--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
         (["--hidden", "400,x"], "argument --hidden: expected comma-separated integers, got '400,x'"),
