@@ -62,15 +62,15 @@ class Step(nn.Module):
 class StepGraph:
     """``(args, beta) -> (loss, gradients, auxiliary terms)`` of a :class:`Step`, by graphs traced per shape.
 
-    :param step: the step; its parameters (``named_parameters``, shared ones once) are the graph's inputs,
-        and :attr:`parameters` lists them in the order of the gradients returned.
+    :param step: the step; its trainable parameters (``named_parameters``, shared ones once) are the graph's
+        inputs, and :attr:`parameters` lists them in the order of the gradients returned.
     :param backend: ``torch.compile``'s backend for each traced graph (``"inductor"``; ``"eager"``: Dynamo alone,
         which replays the graph's operations one by one); ``None``: the traced graph replayed as it is.
     """
 
     def __init__(self, step: Step, *, backend: str | None = "inductor") -> None:
         self.step, self.backend = step, backend
-        named = dict(step.named_parameters())
+        named = {n: p for n, p in step.named_parameters() if p.requires_grad}  # frozen ones: constants of the graph
         self.names, self.parameters = list(named), list(named.values())
         # the graph's inputs: the parameters without autograd (the graph holds its own backward), sharing storage
         self._inputs = [p.detach() for p in self.parameters]
@@ -86,7 +86,8 @@ class StepGraph:
         if self.failed is not None:
             return None
         scaled = beta not in (0.0, 1.0)  # 0 masks and 1 skips the KL's scale: those stay Python constants
-        key = (tuple((a.shape, a.dtype) for a in args), None if scaled else beta, self.step.training)
+        modes = tuple(m.training for m in self.step.programs.values())  # model's and guide's train/eval modes
+        key = (tuple((a.shape, a.dtype) for a in args), None if scaled else beta, modes)
         beta_input = torch.tensor(beta, device=args[0].device) if scaled else None
         graph = self.graphs.get(key)
         if graph is not None:
@@ -99,8 +100,7 @@ class StepGraph:
         except Exception as e:  # whatever stops tracing or compiling: train uncompiled, once said
             if is_out_of_memory(e):
                 raise
-            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            self.failed = f"{type(e).__name__}: {first_line}"
+            self.failed = _reason(e)
             warnings.warn(
                 f"--compile: the training step could not be compiled ({self.failed}); training uncompiled",
                 CompileFallbackWarning,
@@ -133,6 +133,14 @@ class StepGraph:
         if self.backend is None:
             return graph
         return torch.compile(graph, backend=self.backend, fullgraph=True, dynamic=False)
+
+
+def _reason(error: Exception) -> str:
+    """Why tracing or compiling failed, in one line."""
+    if "DataDependent" in type(error).__name__:  # e.g. GuardOnDataDependentSymNode, DataDependentOutputException
+        return "it reads a tensor's value in Python, as in `if x.sum() > 0` or `.item()`"
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def untraceable(objective: object) -> str | None:

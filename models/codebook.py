@@ -31,6 +31,9 @@ class VectorQuantizer(nn.Module):
     :param epsilon: Laplace smoothing of the counts (no entry's count reaches 0).
     :param restart_after: training steps an entry may go unpicked before it is set to a random encoder output
         of the current batch; ``None``: never.
+
+    At the first :meth:`update` every entry is set to an encoder output of the batch drawn at random (a
+    data-dependent start: entries drawn from a fixed range far from the encoder's outputs are never picked).
     """
 
     def __init__(
@@ -41,7 +44,7 @@ class VectorQuantizer(nn.Module):
         ema: bool = True,
         decay: float = 0.99,
         epsilon: float = 1e-5,
-        restart_after: int | None = 100,
+        restart_after: int | None = 20,
     ) -> None:
         super().__init__()
         if size < 2 or code_dim < 1:
@@ -58,6 +61,7 @@ class VectorQuantizer(nn.Module):
         else:
             self.codebook = nn.Parameter(start)
         self.register_buffer("idle", torch.zeros(size, dtype=torch.long))  # steps since each entry was picked
+        self.register_buffer("initialized", torch.tensor(False))  # set at the first update, from the encoder
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """The index of the entry nearest each vector of ``z`` ``(..., D)`` in Euclidean distance: ``(...)``."""
@@ -74,6 +78,10 @@ class VectorQuantizer(nn.Module):
     def update(self, z_e: torch.Tensor, indices: torch.Tensor) -> None:
         """One training step's EMA update of the counts, sums and entries (with ``ema``) and the restarts."""
         flat, picked = z_e.reshape(-1, self.code_dim), indices.reshape(-1)
+        if not self.initialized:  # the entries start at encoder outputs, not all far from every one of them
+            self.restart(flat, torch.ones(self.size, dtype=torch.bool, device=flat.device))
+            self.initialized.fill_(True)
+            picked = self.nearest(flat)
         counts = torch.bincount(picked, minlength=self.size).to(flat.dtype)  # n_k
         self.idle = torch.where(counts > 0, 0, self.idle + 1)
         if self.ema:

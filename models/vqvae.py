@@ -38,6 +38,7 @@ from pyrovae.models.codebook import CodebookPrior, VectorQuantizer
 
 CHANNELS = 64  # feature maps of the encoder and decoder bodies
 VQ_MODELS = ("vqvae", "vqvae-prior")  # the first stage (codebook, encoder, decoder) and the learned prior over codes
+VQ_FIGURES = ("samples", "reconstructions", "latent-map", "curves")  # pyrovae plot's kinds that a code grid has
 # The options of a VQ-VAE run (RunConfig.vq) and their defaults.
 VQ_OPTIONS = {
     "codebook_size": 512,  # K entries
@@ -45,7 +46,7 @@ VQ_OPTIONS = {
     "commitment": 0.25,  # beta of beta ||z_e - sg(z_q)||^2
     "codebook_update": "ema",  # ema (moving averages) | loss (the codebook loss ||sg(z_e) - z_q||^2)
     "ema_decay": 0.99,  # gamma of the moving averages
-    "restart_after": 100,  # steps an entry may go unused before it restarts at an encoder output; 0: never
+    "restart_after": 20,  # steps an entry may go unused before it restarts at an encoder output; 0: never
     "prior_channels": 64,  # vqvae-prior: the PixelCNN's feature maps
     "prior_layers": 5,  # vqvae-prior: its masked 3 x 3 layers
     "first_stage": None,  # vqvae-prior: the vqvae run it started from (its absolute path)
@@ -209,7 +210,7 @@ def vq_vae(
     commitment: float = 0.25,
     ema: bool = True,
     decay: float = 0.99,
-    restart_after: int | None = 100,
+    restart_after: int | None = 20,
 ) -> tuple[VQModel, VQGuide]:
     """A VQ-VAE's model and guide, sharing one codebook of ``codebook_size`` entries of ``code_dim``.
 

@@ -121,7 +121,7 @@ def _vq_options(train: argparse.ArgumentParser, keep: str) -> None:
         "--restart-after",
         type=int,
         default=keep,
-        help="steps an entry may go unused before it restarts at an encoder output; 0: never (default: 100)",
+        help="steps an entry may go unused before it restarts at an encoder output; 0: never (default: 20)",
     )
     vq.add_argument(
         "--from", dest="first_stage", default=keep, metavar="RUN", help="vqvae-prior: the vqvae run (default: none)"

@@ -28,7 +28,7 @@ from pyrovae.data import LABELLED, require_data_dir
 from pyrovae.errors import FieldError, InputError, check_float, check_int
 from pyrovae.inference.objectives import OBJECTIVES, check_options, objective_options
 from pyrovae.inference.train_config import TrainConfig
-from pyrovae.models.vqvae import VQ_MODELS, check_vq_options
+from pyrovae.models.vqvae import VQ_FIGURES, VQ_MODELS, check_vq_options
 from pyrovae.run_config import FLAT_OPTIONS, OVERRIDES, RunConfig, check_overrides, model_spec, read_config
 from pyrovae.store import check_is_run_dir
 
@@ -426,6 +426,11 @@ def _check_plottable(run_dir: Path, kind: str, site: str | None = None, label: i
     """The figures other than ``curves`` read one latent layer (``site``, or the only one), decoded with class
     ``label`` of the model's label input where given; some need more of the latent."""
     config, model = _run_config_and_model(run_dir)
+    if config is not None and config.model in VQ_MODELS and kind not in VQ_FIGURES:
+        raise UsageError(
+            f"--kind {kind}: a VQ-VAE's code is a grid of codebook entries, with no continuous latent to traverse "
+            f"or interpolate; its figures are {', '.join(VQ_FIGURES)}"
+        )
     if model is None:
         return
     check_label(model.inputs, label)

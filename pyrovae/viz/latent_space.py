@@ -240,6 +240,8 @@ def tempered_samples(
     with torch.random.fork_rng():
         torch.manual_seed(FIGURE_SEED)
         prior = poutine.trace(model).get_trace(None, *inputs, batch_size=n).nodes[site]
+        if temperature == 1:  # the draws themselves (a prior over codebook entries has no mean to temper towards)
+            return decode(model, prior["value"], site=site, inputs=inputs)
         mean = prior["fn"].mean
         return decode(model, mean + temperature * (prior["value"] - mean), site=site, inputs=inputs)
 

@@ -21,7 +21,7 @@ def first_stage(amat_dir: Path, tmp_path: Path) -> Path:
     return out
 
 
-def test_two_stages_train_and_the_learned_prior_tightens_the_bound(first_stage: Path, tmp_path: Path):
+def test_two_stages_train_and_the_learned_prior_tightens_the_bound(first_stage: Path, tmp_path: Path, capsys):
     metrics = pd.read_csv(first_stage / "metrics.csv")
     assert {"perplexity", "codes_used", "commitment"} <= set(metrics.columns)
     assert 1 <= metrics["codes_used"].iloc[-1] <= 16 and 1 <= metrics["perplexity"].iloc[-1] <= 16
@@ -41,6 +41,9 @@ def test_two_stages_train_and_the_learned_prior_tightens_the_bound(first_stage: 
     assert bounds["bits_per_dim"].iloc[0] == pytest.approx(-bounds["bound"].iloc[0] / (784 * math.log(2)))
     assert cli.main(["sample", str(second), "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").is_file()
+    assert cli.main(["plot", str(second), "--kind", "samples", "--out", str(tmp_path / "p.png")]) == 0
+    assert cli.main(["plot", str(second), "--kind", "traverse", "--out", str(tmp_path / "t.png")]) == 2
+    assert "its figures are samples, reconstructions, latent-map, curves" in capsys.readouterr().err
 
 
 def test_a_resumed_prior_stage_needs_no_first_stage(first_stage: Path, tmp_path: Path):

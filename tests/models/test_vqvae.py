@@ -38,6 +38,7 @@ def test_quantization_picks_the_nearest_entry():
 def test_the_straight_through_gradient_is_the_decoders_gradient_at_z_q():
     _, guide = vq_vae(SHAPE, codebook_size=8, code_dim=3)
     guide.quantizer.codebook.normal_()
+    guide.quantizer.initialized.fill_(True)  # no start from encoder outputs: the test's codebook stays
     z_e = torch.randn(2, 4, 3, requires_grad=True)
     guide.encode = lambda x: z_e  # the encoder's output, a leaf
     with torch.no_grad():  # no codebook update: the test's z_q stays put
@@ -51,6 +52,7 @@ def test_the_straight_through_gradient_is_the_decoders_gradient_at_z_q():
 
 def test_the_ema_update_follows_its_formula_on_a_hand_made_batch():
     vq = VectorQuantizer(3, 2, decay=0.9, epsilon=0.01, restart_after=None)
+    vq.initialized.fill_(True)  # the hand-made codebook below, not encoder outputs
     vq.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]))
     vq.ema_sum.copy_(vq.codebook)  # counts 1: m_k = e_k
     z_e = torch.tensor([[0.1, 0.0], [0.9, 1.2], [1.1, 0.8], [0.0, -0.2]])  # picks 0, 1, 1, 0; entry 2 unused
@@ -70,12 +72,20 @@ def test_the_ema_update_follows_its_formula_on_a_hand_made_batch():
 
 def test_an_entry_unused_for_long_restarts_at_an_encoder_output():
     vq = VectorQuantizer(4, 2, restart_after=3)
+    vq.initialized.fill_(True)
     vq.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [50.0, 50.0]]))
     vq.ema_sum.copy_(vq.codebook)  # counts 1: m_k = e_k
     z_e = torch.rand(10, 2)  # never near entry 3
     for _ in range(3):
         vq.update(z_e, vq.nearest(z_e))
     assert vq.idle[3] == 0 and any(torch.equal(vq.codebook[3], row) for row in z_e)
+
+
+def test_the_first_update_starts_every_entry_at_an_encoder_output():
+    vq = VectorQuantizer(5, 2, restart_after=None)
+    z_e = 10 + torch.randn(50, 2)  # far from the starting range (-1/K, 1/K)
+    vq.update(z_e, vq.nearest(z_e))
+    assert vq.initialized and (vq.codebook > 5).all()  # each an encoder output, then moved by one EMA step
 
 
 @pytest.mark.parametrize(("counts", "expected"), [(torch.ones(7), 7.0), (torch.tensor([0.0, 5.0, 0.0]), 1.0)])
@@ -146,3 +156,16 @@ def test_a_frozen_first_stage_trains_only_the_learned_prior():
     assert all(torch.equal(v, guide.state_dict()[k]) for k, v in before.items())  # no EMA step, no restart
     assert "commitment" not in poutine.trace(guide).get_trace(x[:2]).nodes
     pyro.clear_param_store()
+
+
+def test_compile_falls_back_with_one_warning_for_the_codebooks_update():
+    from pyrovae.inference.compiled import CompileFallbackWarning
+
+    model, guide = vq_vae(SHAPE, codebook_size=8, code_dim=3)
+    x = images(60)
+    data = Dataset("tiny", {"train": x[:40], "test": x[40:]}, image_shape=SHAPE)
+    trainer = Trainer(model, guide, data, TrainConfig(batch_size=20, compile=True), progress=False)
+    trainer.compiled.backend = None  # the trace alone fails: no compiler needed to show it
+    with pyro.validation_enabled(False), pytest.warns(CompileFallbackWarning, match="reads a tensor's value"):
+        trainer.step(x[:20], 1.0)
+    assert bool(guide.quantizer.initialized)  # the eager step ran, and updated the codebook
