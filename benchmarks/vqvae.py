@@ -87,7 +87,7 @@ def data_set(name: str, data: list[str], args: argparse.Namespace) -> list[dict]
         out = args.runs / f"{name}_{variant.replace(', ', '_').replace(' ', '_')}"
         metrics = train(out, [*data, "--model", "vqvae", *CODES, *options], args).iloc[-1]
         uniform = bound(out, args)
-        row = {"data": name, "first stage": variant, "reconstruction log p(x|z_q)": metrics["reconstruction"],
+        row = {"data": name, "first stage": variant, "reconstruction (train)": metrics["reconstruction"],
                "perplexity": metrics["perplexity"], "codes used": int(metrics["codes_used"]),
                "bound, uniform prior": uniform["bound"], "bound, learned prior": None,
                "bits/dim (learned)": None, "s / epoch": metrics["seconds"]}  # fmt: skip
