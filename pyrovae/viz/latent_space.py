@@ -20,6 +20,7 @@ from pyro import poutine
 from pyro.distributions import Distribution
 from pyro.poutine.util import site_is_subsample
 
+from pyrovae.errors import InputError
 from pyrovae.inference.diagnostics import factors, posterior_means
 from pyrovae.primitives import batch_args
 
@@ -242,7 +243,13 @@ def tempered_samples(
         prior = poutine.trace(model).get_trace(None, *inputs, batch_size=n).nodes[site]
         if temperature == 1:  # the draws themselves (a prior over codebook entries has no mean to temper towards)
             return decode(model, prior["value"], site=site, inputs=inputs)
-        mean = prior["fn"].mean
+        try:
+            mean = prior["fn"].mean
+        except NotImplementedError:  # a prior over codebook entries (a VQ-VAE's)
+            raise InputError(
+                f"--temperature {temperature:g} scales draws about the prior's mean, and the prior of {site} has none; "
+                "use --temperature 1"
+            ) from None
         return decode(model, mean + temperature * (prior["value"] - mean), site=site, inputs=inputs)
 
 

@@ -44,6 +44,8 @@ def test_two_stages_train_and_the_learned_prior_tightens_the_bound(first_stage: 
     assert cli.main(["plot", str(second), "--kind", "samples", "--out", str(tmp_path / "p.png")]) == 0
     assert cli.main(["plot", str(second), "--kind", "traverse", "--out", str(tmp_path / "t.png")]) == 2
     assert "its figures are samples, reconstructions, latent-map, curves" in capsys.readouterr().err
+    assert cli.main(["plot", str(second), "--kind", "samples", "--temperature", "0.5"]) == 2
+    assert "use --temperature 1" in capsys.readouterr().err
 
 
 def test_a_resumed_prior_stage_needs_no_first_stage(first_stage: Path, tmp_path: Path):
