@@ -192,30 +192,32 @@ class Trainer:
         :raises InputError: parameters outside ``nn.Module`` s (a plain function's ``pyro.param``), which DDP
             cannot keep in step.
         """
-        modules = self._modules()
-        owned = {id(p) for m in modules.values() for p in m.parameters()}
-        loose = sorted(name for name, p in self.params.items() if id(p) not in owned)
+        loose = self._loose_params()
         if loose:
             raise InputError(
                 f"data-parallel training keeps nn.Module parameters in step, and {loose[:3]} are pyro.params of "
                 "plain functions; make model and guide nn.Modules (PyroModule) or train in one process"
             )
         # static: the same parameters take part in every step (an unused one, e.g. a baseline, is allowed)
-        return DistributedDataParallel(Step(modules, self._loss), static_graph=True)
+        return DistributedDataParallel(Step(self._modules(), self._loss), static_graph=True)
+
+    def _loose_params(self) -> list[str]:
+        """The names of the trained parameters outside model's and guide's ``nn.Module`` s (a plain function's
+        ``pyro.param`` s), which neither DDP nor the compiled step can reach."""
+        owned = {id(p) for m in self._modules().values() for p in m.parameters()}
+        return sorted(name for name, p in self.params.items() if id(p) not in owned)
 
     def _step_graph(self) -> StepGraph | None:
         """The compiled step (:class:`~pyrovae.inference.compiled.StepGraph`); ``None``, after one
         :class:`~pyrovae.inference.compiled.CompileFallbackWarning`, where a parameter is outside the modules."""
-        modules = self._modules()
-        owned = {id(p) for m in modules.values() for p in m.parameters()}
-        loose = sorted(name for name, p in self.params.items() if id(p) not in owned)
+        loose = self._loose_params()
         why = untraceable(self.objective)
         if loose:
             why = f"it traces nn.Module parameters, and {loose[:3]} are pyro.params of plain functions"
         if why is not None:
             warnings.warn(f"--compile: {why}; training uncompiled", CompileFallbackWarning, stacklevel=3)
             return None
-        return StepGraph(Step(modules, self._loss))
+        return StepGraph(Step(self._modules(), self._loss))
 
     def step(self, x: torch.Tensor | tuple[torch.Tensor, ...], beta: float, *, weight: float = 1.0) -> torch.Tensor:
         """One SVI step on minibatch ``x`` (or ``(x, y)``); returns the loss, auxiliary terms included (detached).

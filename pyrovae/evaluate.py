@@ -68,11 +68,12 @@ def evaluate_run(
         def batches():
             return data.eval_batches(split, batch_size, limit=limit, labels=reads_labels)
 
+        computed = [1] if run.model.probabilistic and point_mass(run.guide, batches) else ks  # k particles: one
+        seed = run.config.train.seed  # the same run evaluates to the same numbers (on one device)
         if not main:  # this rank's share of the bounds, then done
             if run.model.probabilistic:
-                computed = [1] if point_mass(run.guide, batches) else ks
-                bound_table(run.model, run.guide, batches, computed, chunk_size=chunk_size,
-                            seed=run.config.train.seed, shard=shard, progress=False)  # fmt: skip
+                bound_table(run.model, run.guide, batches, computed, chunk_size=chunk_size, seed=seed, shard=shard,
+                            progress=False)  # fmt: skip
             return None, {}, {}
         clusters = {}
         if split in data.labels and not reads_labels:  # a label the model reads is no clustering target
@@ -80,8 +81,6 @@ def evaluate_run(
         if not run.model.probabilistic:
             return None, active_units(run.guide, batches()), clusters
 
-        seed = run.config.train.seed  # the same run evaluates to the same numbers (on one device)
-        computed = [1] if point_mass(run.guide, batches) else ks  # a point mass: its k particles are one
         rows = bound_table(run.model, run.guide, batches, computed, chunk_size=chunk_size, seed=seed, shard=shard)
         table = pd.DataFrame([rows[0] | {"k": k} for k in ks] if computed != ks else rows)
         table["bits_per_dim"] = -table["bound"] / (data.data_dim * math.log(2))
