@@ -154,6 +154,8 @@ def untraceable(objective: object) -> str | None:
         return "Pyro's TraceEnum_ELBO, which sums the enumerated latents, branches on their probabilities' values"
     if isinstance(objective, TraceGraph_ELBO):
         return "Pyro's TraceGraph_ELBO (score-function gradients) tracks dependencies with a tensor subclass"
+    if hasattr(objective, "at_step"):  # a traced graph would keep the first step's value
+        return f"{type(objective).__name__} changes with the step (its target), which a traced graph would fix"
     return None
 
 

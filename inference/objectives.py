@@ -20,8 +20,10 @@ import torch
 from pyro.infer import ELBO, TraceEnum_ELBO
 
 from pyrovae.errors import FLOAT32_MAX, FieldError, check_choice, check_float, check_int
+from pyrovae.inference.capacity import CapacityELBO
 from pyrovae.inference.iwae import GRADIENTS, IWAE
 from pyrovae.inference.renyi import RenyiBound
+from pyrovae.inference.tc_elbo import TCELBO
 from pyrovae.inference.trace_elbo import TraceELBO, TraceGraphELBO, TraceMeanFieldELBO
 from pyrovae.inference.vimco import VIMCO
 
@@ -50,8 +52,35 @@ def _renyi(*, num_particles: int = 1, alpha: float = 0.5, max_plate_nesting: int
     return RenyiBound(alpha, num_particles=num_particles, max_plate_nesting=max_plate_nesting)
 
 
+def _tc_elbo(*, num_particles: int = 1, tc_weight: float = 6.0, max_plate_nesting: int = 1) -> ELBO:
+    """beta-TCVAE: the ELBO with its total correlation weighted by ``tc_weight``: :class:`~.tc_elbo.TCELBO`."""
+    return TCELBO(tc_weight, num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+
+
+def _capacity(
+    *,
+    num_particles: int = 1,
+    gamma: float = 1000.0,
+    capacity: float = 25.0,
+    capacity_steps: int = 100_000,
+    max_plate_nesting: int = 1,
+) -> ELBO:
+    """gamma |KL - C| with C rising to ``capacity`` over ``capacity_steps``: :class:`~.capacity.CapacityELBO`."""
+    return CapacityELBO(
+        gamma, capacity, capacity_steps, num_particles=num_particles, max_plate_nesting=max_plate_nesting
+    )
+
+
 # Each objective's options are its builder's keywords (max_plate_nesting apart), with their defaults.
-OBJECTIVES: dict[str, Callable[..., ELBO]] = {"elbo": _elbo, "mf-elbo": _mf_elbo, "iwae": _iwae, "renyi": _renyi}
+OBJECTIVES: dict[str, Callable[..., ELBO]] = {
+    "elbo": _elbo,
+    "mf-elbo": _mf_elbo,
+    "iwae": _iwae,
+    "renyi": _renyi,
+    "tc-elbo": _tc_elbo,
+    "capacity": _capacity,
+}
+SAMPLED_ONLY = ("mf-elbo", "tc-elbo", "capacity")  # objectives that would sample a discrete latent, not sum it
 
 
 def objective_options(name: str) -> dict[str, Any]:
@@ -80,6 +109,12 @@ def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
         check_float("alpha", options["alpha"], low=-FLOAT32_MAX)
         if options["alpha"] == 1:
             raise FieldError("alpha", "must not be 1 (the Renyi bound of order 1 is the ELBO: use objective elbo)")
+    if "tc_weight" in options:
+        check_float("tc_weight", options["tc_weight"])
+    if "gamma" in options:
+        check_float("gamma", options["gamma"], positive=True)
+        check_float("capacity", options["capacity"])
+        check_int("capacity_steps", options["capacity_steps"])
     return options
 
 
@@ -90,7 +125,9 @@ def make_objective(
 
     :param name: ``"elbo"`` (Pyro's ``Trace_ELBO``: Monte-Carlo KL), ``"mf-elbo"`` (Pyro's
         ``TraceMeanField_ELBO``: analytic KL where Pyro knows it), ``"iwae"`` (L_k with
-        k = ``num_particles``) or ``"renyi"`` (the Renyi bound of order ``alpha``).
+        k = ``num_particles``), ``"renyi"`` (the Renyi bound of order ``alpha``), ``"tc-elbo"`` (beta-TCVAE:
+        the total correlation weighted by ``tc_weight``) or ``"capacity"`` (``gamma`` |KL - C|, C rising to
+        ``capacity`` nats over ``capacity_steps`` steps).
     :param max_plate_nesting: plates in the model (pyrovae models have one, the data plate).
     :param enumerated: model or guide has sites to enumerate (``infer={"enumerate": "parallel"}``):
         ``"elbo"`` is then Pyro's ``TraceEnum_ELBO``, which sums them exactly; ``"iwae"`` and ``"renyi"``
@@ -102,14 +139,15 @@ def make_objective(
         instead (:class:`~.vimco.VIMCO`); ``"mf-elbo"`` and ``"renyi"`` are refused.
     :param options: the objective's own (:func:`objective_options`): ``num_particles`` (every
         objective: samples of z per datapoint, drawn in one vectorized pass), ``gradient``
-        (iwae: ``"standard"`` or ``"dreg"``), ``alpha`` (renyi).
+        (iwae: ``"standard"`` or ``"dreg"``), ``alpha`` (renyi), ``tc_weight`` (tc-elbo), ``gamma``, ``capacity``
+        and ``capacity_steps`` (capacity).
     :raises ValueError: an unknown name, an option the objective does not take, a value out of range.
     """
     options = check_options(name, options)
-    if enumerated and name == "mf-elbo":
+    if enumerated and name in SAMPLED_ONLY:
         raise ValueError(
-            "objective mf-elbo does not enumerate discrete latents (Pyro's TraceMeanField_ELBO would sample "
-            "them); use elbo, which sums them exactly, or iwae"
+            f"objective {name} does not enumerate discrete latents (it would sample them); use elbo, which sums "
+            "them exactly, or iwae"
         )
     if baselines and name == "iwae" and options["gradient"] == "standard":
         return VIMCO(options["num_particles"], max_plate_nesting=max_plate_nesting)  # checks k >= 2

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from pyro.infer import ELBO
 from pyro.poutine.trace_struct import Trace
 
 from pyrovae.inference.bounds import renyi_bound
@@ -27,10 +26,10 @@ from pyrovae.inference.log_weights import (
     ParticleTraces,
     data_scale,
     enumerated_dims,
-    particle_traces,
     sample_sites,
     traced_log_weights,
 )
+from pyrovae.inference.vectorized import VectorizedObjective
 
 
 def require_reparameterized(guide_trace: Trace, objective: str) -> None:
@@ -45,7 +44,7 @@ def require_reparameterized(guide_trace: Trace, objective: str) -> None:
             )
 
 
-class RenyiBound(ELBO):
+class RenyiBound(VectorizedObjective):
     """Negative Renyi-alpha bound, summed over the data and scaled to the full data set.
 
     :param alpha: the Renyi order, ``alpha != 1`` (``0`` is IWAE; use ``Trace_ELBO`` for 1).
@@ -56,15 +55,8 @@ class RenyiBound(ELBO):
     def __init__(self, alpha: float = 0.0, *, num_particles: int = 5, max_plate_nesting: int = 1) -> None:
         if alpha == 1:
             raise ValueError("alpha = 1 is the ELBO; use objective 'elbo'")
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting, vectorize_particles=True)
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
         self.alpha = alpha
-
-    def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[Trace, Trace]:
-        """Model and guide traces of ``num_particles`` vectorized particles."""
-        traces = particle_traces(model, guide, *args, num_particles=self.num_particles, **kwargs)
-        return traces.model, traces.guide
 
     def bound(self, model: Callable, guide: Callable, *args, **kwargs) -> tuple[torch.Tensor, float]:
         """The per-datapoint bounds ``(batch,)`` of one draw, differentiable, and the data scale N / B."""
@@ -79,13 +71,7 @@ class RenyiBound(ELBO):
         return -data_scale * per_datapoint.sum()
 
     def loss(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        """The negative bound of one draw, without gradients."""
+        """The negative bound of one draw, without gradients (its value is every gradient estimator's)."""
         with torch.no_grad():
             per_datapoint, scale = self.bound(model, guide, *args, **kwargs)
             return -scale * per_datapoint.sum().item()
-
-    def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        """Back-propagate :meth:`differentiable_loss` and return its value (for ``SVI.step``)."""
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.item()

@@ -42,7 +42,8 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | cosine | step:EVERY:GAMMA, a factor on lr per epoch
     objective: str = "elbo"  # a name in pyrovae.inference.objectives.OBJECTIVES
     # That objective's options (objective_options(objective)): num_particles (k), gradient (iwae:
-    # standard | dreg), alpha (renyi); those left out take the objective's defaults.
+    # standard | dreg), alpha (renyi), tc_weight (tc-elbo), gamma, capacity, capacity_steps (capacity); those
+    # left out take the objective's defaults.
     objective_options: dict = field(default_factory=dict)
     beta: float = 1.0  # KL weight reached by the annealing schedule (beta-VAE)
     kl_anneal: str = "constant"  # constant | linear:STEPS | cyclical:PERIOD[:RATIO]
@@ -75,6 +76,12 @@ class TrainConfig:
             check_options(self.objective, self.objective_options)
         except FieldError as e:
             raise FieldError(f"objective_options.{e.field}", e.problem) from None
+        if self.objective == "capacity" and (self.beta != 1 or self.kl_anneal != "constant"):
+            raise FieldError(
+                "beta" if self.beta != 1 else "kl_anneal",
+                "does not apply to objective capacity, whose gamma weighs |KL - C| and whose C rises by its own "
+                "schedule (capacity_steps); leave beta at 1 and kl_anneal constant",
+            )
         check_type("kl_anneal", self.kl_anneal, str, "a schedule such as constant, linear:STEPS or cyclical:PERIOD")
         try:
             parse_schedule(self.kl_anneal, self.beta)

@@ -161,6 +161,7 @@ class Trainer:
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]  # what lr_schedule scales
         self.steps_per_epoch = math.ceil(self.num_data / config.batch_size)
         self.history: list[dict[str, float]] = []
+        self.global_step = 0  # the step in progress (0-based, over the whole run), for step-dependent objectives
         self.last_finite_loss: float | None = None  # per datapoint, for the Diverged message
 
     @property
@@ -254,8 +255,10 @@ class Trainer:
         """The objective's differentiable loss on ``args``, auxiliary terms included, and those terms unweighted
         (each scaled to N, detached)."""
         model, guide = self._programs(beta)
+        objective = self.objective  # a step-dependent one (the capacity objective's target) at this step
+        objective = objective.at_step(self.global_step) if hasattr(objective, "at_step") else objective
         try:
-            loss = self.objective.differentiable_loss(model, guide, *args)
+            loss = objective.differentiable_loss(model, guide, *args)
         except (RuntimeError, ValueError) as e:
             if is_out_of_memory(e):  # not a shape error: the command line names what to make smaller
                 raise
@@ -398,7 +401,8 @@ class Trainer:
         with tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}", unit="step", leave=False, disable=disable) as bar:
             start = time.perf_counter()
             for i, x in enumerate(self.data.train_batches(cfg.batch_size, generator, labels=self.labels)):
-                beta = self.schedule(first_step + i)
+                self.global_step = first_step + i
+                beta = self.schedule(self.global_step)
                 if self.shard is None:
                     window.append(self.step(x, beta))
                 else:  # this rank's share of the batch, weighted

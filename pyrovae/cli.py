@@ -78,6 +78,16 @@ def _dataset(names: Sequence[str] | None) -> Callable[[str], str]:
     return dataset
 
 
+def _data_size(text: str) -> int | str:
+    """``--data-size``: ``all`` or a whole number (checked for range with the rest of the run's settings)."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of images or all, got {text!r}") from None
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))
@@ -196,6 +206,14 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
         help="directory holding the data files (default: none; every data set but mnist-5k needs one)",
     )
     train.add_argument(
+        "--data-size",
+        type=_data_size,
+        default=None,
+        metavar="N|all",
+        help="sprites: images drawn (seeded, the same in every run) from the 737,280 of the full product, or all "
+        "of them (12 GB as float32) (default: 20,000)",
+    )
+    train.add_argument(
         "--epochs",
         type=int,
         default=None,
@@ -208,6 +226,19 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
     train.add_argument("--iwae-gradient", default="standard", choices=("standard", "dreg"), help="IWAE estimator")
     train.add_argument("--alpha", type=float, default=0.5, help="order of the Renyi bound (--objective renyi)")
     train.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE)")
+    train.add_argument(
+        "--tc-weight",
+        type=float,
+        default=6.0,
+        help="--objective tc-elbo (beta-TCVAE): weight of the total correlation, beta that of the other KL terms",
+    )
+    train.add_argument("--gamma", type=float, default=1000.0, help="--objective capacity: weight of |KL - C|")
+    train.add_argument(
+        "--capacity", type=float, default=25.0, help="--objective capacity: C_max, the target KL in nats"
+    )
+    train.add_argument(
+        "--capacity-steps", type=int, default=100_000, help="--objective capacity: steps over which C rises to C_max"
+    )
     train.add_argument(
         "--labelled",
         type=int,
@@ -346,6 +377,12 @@ def _parser(*, unset: Sequence[str] = (), command: str | None = None) -> argpars
         default=None,
         help="particles per vectorized pass (memory) (default: about 2048 particle-datapoint rows per pass on a CPU)",
     )
+    evaluate.add_argument(
+        "--disentanglement",
+        action="store_true",
+        help="also the disentanglement metrics of the posterior means against the data set's factors (sprites): "
+        "MIG, beta-VAE, FactorVAE and DCI scores, into disentanglement.csv",
+    )
     evaluate.add_argument("--batch-size", type=int, default=100, help="datapoints per pass")
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda")
     evaluate.add_argument("--model-file", default=None, metavar="FILE.py:FACTORY", help=MODEL_FILE_HELP)
@@ -436,7 +473,7 @@ def _train(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from pyrovae import distributed
-    from pyrovae.evaluate import evaluate_run
+    from pyrovae.evaluate import evaluate_disentanglement, evaluate_run
     from pyrovae.validate import check_evaluate
 
     shard = distributed.from_env()  # under torchrun: the batches shared out, the bounds gathered
@@ -462,6 +499,16 @@ def _evaluate(args: argparse.Namespace) -> None:
     how = {"classification": "argmax q against the labels", "clustering": "clusters matched one to one with classes"}
     for site, (kind, accuracy) in clusters.items():
         print(f"{kind} accuracy of q({site} | x): {accuracy:.3f} ({how[kind]})")
+    if args.disentanglement:
+        scores = evaluate_disentanglement(
+            args.run_dir,
+            split=args.split,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            device=args.device,
+            model_file=args.model_file,
+        )
+        print("disentanglement: " + ", ".join(f"{name} {value:.3f}" for name, value in scores.items()))
 
 
 def _sample(args: argparse.Namespace) -> None:

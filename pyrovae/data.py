@@ -20,12 +20,14 @@ from pathlib import Path
 
 import torch
 
+from pyrovae import sprites
 from pyrovae.arrays import SUFFIXES, is_data_file, read_splits
 from pyrovae.errors import one_line
 from pyrovae.formats import DataError, check_idx_files, check_image_labels, read_amat
 
-DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist")
-LABELLED = ("mnist-5k", "mnist", "fashion-mnist")  # the data sets with class labels
+DATASETS = ("mnist-5k", "binarized-mnist", "mnist", "fashion-mnist", "sprites")
+LABELLED = ("mnist-5k", "mnist", "fashion-mnist", "sprites")  # the data sets with class labels (sprites: its shape)
+FACTORED = ("sprites",)  # the data sets with factors of variation (Dataset.factors)
 AMAT_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{}.amat"
 AMAT_SPLITS = ("train", "valid", "test")
 SPLIT_SEED = 0  # fixed: the mnist-5k train/test split never depends on the run's seed
@@ -43,6 +45,9 @@ class Dataset:
     :param image_shape: ``(C, H, W)`` of one datapoint, for figures.
     :param dynamic: names of the splits that are grey-scale and are binarized
         per pass (training) or with :data:`BINARIZE_SEED` (evaluation).
+    :param factors: split name -> ``(N, F)`` long indices of the factors of variation that made each datapoint
+        (:data:`FACTORED` data sets; e.g. sprites' shape, scale, orientation, x, y); absent for other data.
+    :param factor_names: the F factors' names, in the order of ``factors``' columns.
     """
 
     name: str
@@ -50,6 +55,8 @@ class Dataset:
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
     image_shape: tuple[int, int, int] = IMAGE_SHAPE
     dynamic: frozenset[str] = frozenset()
+    factors: dict[str, torch.Tensor] = field(default_factory=dict)
+    factor_names: tuple[str, ...] = ()
 
     @property
     def data_dim(self) -> int:
@@ -67,9 +74,9 @@ class Dataset:
         return "valid" if "valid" in self.splits else "test"
 
     def with_validation(self, fraction: float, *, seed: int = SPLIT_SEED) -> Dataset:
-        """This data set with ``fraction`` of the training rows (and their labels) held out as the ``valid``
-        split, chosen by a permutation seeded with ``seed``; held-out grey values are binarized once, with
-        :data:`BINARIZE_SEED`, as every evaluation split.
+        """This data set with ``fraction`` of the training rows (and their labels and factors) held out as the
+        ``valid`` split, chosen by a permutation seeded with ``seed``; held-out grey values are binarized once,
+        with :data:`BINARIZE_SEED`, as every evaluation split.
 
         :raises DataError: a data set with a validation split already, a fraction outside (0, 1), or too few rows.
         """
@@ -86,10 +93,12 @@ class Dataset:
         valid = x[held]
         if "train" in self.dynamic:
             valid = torch.bernoulli(valid, generator=torch.Generator(device=x.device).manual_seed(BINARIZE_SEED))
-        labels = dict(self.labels)
-        if "train" in labels:
-            labels |= {"train": labels["train"][keep], "valid": labels["train"][held]}
-        return dataclasses.replace(self, splits={**self.splits, "train": x[keep], "valid": valid}, labels=labels)
+        labels, factors = dict(self.labels), dict(self.factors)
+        for per_row in (labels, factors):
+            if "train" in per_row:
+                per_row |= {"train": per_row["train"][keep], "valid": per_row["train"][held]}
+        splits = {**self.splits, "train": x[keep], "valid": valid}
+        return dataclasses.replace(self, splits=splits, labels=labels, factors=factors)
 
     @classmethod
     def from_tensors(
@@ -99,6 +108,8 @@ class Dataset:
         valid: torch.Tensor | None = None,
         *,
         labels: dict[str, torch.Tensor] | None = None,
+        factors: dict[str, torch.Tensor] | None = None,
+        factor_names: tuple[str, ...] = (),
         name: str = "tensors",
         image_shape: tuple[int, int, int] | None = None,
         binarize: bool = False,
@@ -108,10 +119,12 @@ class Dataset:
 
         :param test: the test split; ``None``: the last 10% of ``train``'s rows (in order).
         :param labels: split name -> ``(N,)`` class labels.
+        :param factors: split name -> ``(N, F)`` factor indices, F the number of ``factor_names``.
         :param image_shape: ``(C, H, W)`` of one datapoint, for figures; default: a 1 x 1 x D strip.
         :param binarize: grey-scale values in [0, 1] for a Bernoulli likelihood: the training split is
             binarized per pass, the others once with a fixed seed.
-        :raises DataError: splits of different sizes D, or non-finite values.
+        :raises DataError: splits of different sizes D, non-finite values, or factors not one row of
+            ``len(factor_names)`` indices per datapoint.
         """
         if test is None:
             n_test = max(1, len(train) // 10)
@@ -123,6 +136,13 @@ class Dataset:
         for split in set(splits) - {"train"} if binarize else ():
             generator = torch.Generator(device=splits[split].device).manual_seed(BINARIZE_SEED)
             splits[split] = torch.bernoulli(splits[split], generator=generator)
+        factors = {k: torch.as_tensor(v).long().to(device) for k, v in (factors or {}).items()}
+        for split, f in factors.items():
+            if split not in splits or f.shape != (len(splits[split]), len(factor_names)):
+                raise DataError(
+                    f"data set {name!r}: factors of split {split!r} of shape {tuple(f.shape)}; expected one row of "
+                    f"{len(factor_names)} ({', '.join(factor_names)}) per datapoint of a split it has"
+                )
         dim = splits["train"].shape[1]
         return cls(
             name,
@@ -130,6 +150,8 @@ class Dataset:
             {k: torch.as_tensor(v).long().to(device) for k, v in (labels or {}).items()},
             image_shape=image_shape or (1, 1, dim),
             dynamic=frozenset({"train"}) if binarize else frozenset(),
+            factors=factors,
+            factor_names=tuple(factor_names),
         )
 
     def train_batches(
@@ -173,10 +195,20 @@ class Dataset:
         if split not in self.labels:
             raise DataError(
                 f"data set {self.name!r} has no labels for split {split!r}; a label-conditioned model "
-                "(e.g. --model cvae) needs a labelled data set: mnist-5k, mnist or fashion-mnist, or a data file "
-                "with labels (arrays train_labels, test_labels; a table's --label-column)"
+                "(e.g. --model cvae) needs a labelled data set: mnist-5k, mnist, fashion-mnist or sprites, or a data "
+                "file with labels (arrays train_labels, test_labels; a table's --label-column)"
             )
         return self.labels[split]
+
+    def factors_of(self, split: str) -> torch.Tensor:
+        """The ``(N, F)`` factor indices of a split (columns :attr:`factor_names`), or a clear error for data
+        without factors."""
+        if split not in self.factors:
+            raise DataError(
+                f"data set {self.name!r} has no factors of variation for split {split!r}; use a data set that has "
+                f"them: {', '.join(FACTORED)}"
+            )
+        return self.factors[split]
 
     def split(self, name: str) -> torch.Tensor:
         """The ``(N, D)`` tensor of split ``name``, as stored (not binarized)."""
@@ -212,20 +244,31 @@ def load_dataset(
     test_fraction: float = 0.1,
     valid_fraction: float | None = None,
     label_column: str | None = None,
+    size: int | str | None = None,
 ) -> Dataset:
     """Load a named data set, or a data file of the user's, onto ``device``.
 
     :param name: one of :data:`DATASETS`, the path of a ``.npy``, ``.npz``, ``.pt``, ``.csv`` or ``.tsv``
         file (:mod:`pyrovae.arrays`), or of a folder of images (:mod:`pyrovae.images`).
-    :param data_dir: where the files are (or are downloaded to); unused by ``mnist-5k`` and data files.
+    :param data_dir: where the files are (or are downloaded to); unused by ``mnist-5k`` and data files;
+        ``sprites`` reads the real dSprites file there if it holds one, and otherwise draws its images.
     :param binarize: prepare grey-scale data for a Bernoulli likelihood (dynamic
         binarization of the training split, fixed binarization of the others); a data file's values
         are binarized only when they all lie in [0, 1] (never counts).
-    :param test_fraction: of a data file holding one array, the rows kept for the test split (seeded).
+    :param test_fraction: of a data file holding one array, or of ``sprites``, the rows kept for the test
+        split (seeded).
     :param valid_fraction: hold out this fraction of the training split as the validation split
         (:meth:`Dataset.with_validation`), for a data set without one; ``None``: none held out.
     :param label_column: of a table (``.csv``, ``.tsv``), the column of class labels: a header name or an index.
+    :param size: of a data set drawn from a product of factors (only ``sprites``), the number of images:
+        ``None`` its default (20,000), an int, or ``"all"`` (:func:`pyrovae.sprites.sprites`).
+    :raises DataError: naming the problem and the fix; e.g. a ``size`` for a data set other than ``sprites``.
     """
+    if size is not None and name != "sprites":
+        raise DataError("--data-size applies to the sprites data set only; drop it for this data set")
+    if name == "sprites":
+        data = _load_sprites(data_dir, device, test_fraction, size)
+        return data if valid_fraction is None else data.with_validation(valid_fraction)
     data = _load(name, data_dir, device, binarize, test_fraction, label_column)
     return data if valid_fraction is None else data.with_validation(valid_fraction)
 
@@ -266,8 +309,44 @@ def _load(
     )
 
 
+def _load_sprites(
+    data_dir: str | Path | None, device: str | torch.device, test_fraction: float, size: int | str | None
+) -> Dataset:
+    """``sprites`` (:mod:`pyrovae.sprites`): the images of ``size`` factor combinations drawn with
+    :data:`SPLIT_SEED`, read from the real dSprites file in ``data_dir`` where it holds one, else rendered;
+    split into train and test by a permutation seeded with :data:`SPLIT_SEED`, labelled by their shape.
+    """
+    if not 0 < test_fraction < 1:
+        raise DataError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+    flat = sprites.subset_indices(size, seed=SPLIT_SEED)  # checks the size before a data directory is looked at
+    n_test = math.ceil(len(flat) * test_fraction)
+    if len(flat) - n_test < 1:
+        raise DataError(f"sprites: {len(flat)} images are too few to split off a test split; raise --data-size")
+    # The images are made in split order, test rows first, so that the splits are views rather than copies
+    # (the whole product is 12 GB of float32).
+    flat = flat[torch.randperm(len(flat), generator=torch.Generator().manual_seed(SPLIT_SEED))]
+    path = None if data_dir is None else require_data_dir("sprites", data_dir) / sprites.DSPRITES_FILE
+    every = sprites.factor_indices(flat)
+    images = sprites.read_dsprites_at(path, flat) if path is not None and path.is_file() else sprites.render(every)
+    splits = {"train": images[n_test:], "test": images[:n_test]}
+    factors = {"train": every[n_test:], "test": every[:n_test]}
+    labels = {split: f[:, 0] for split, f in factors.items()}  # the shape: 3 classes
+    # Built directly, not by from_tensors and check_splits: the images are 0/1 by construction (rendered, or
+    # checked as read), and those checks' isfinite passes would take longer than the rendering itself.
+    return Dataset(
+        "sprites",
+        {split: x.to(device) for split, x in splits.items()},
+        {split: y.to(device) for split, y in labels.items()},
+        image_shape=sprites.IMAGE_SHAPE,
+        factors={split: f.to(device) for split, f in factors.items()},
+        factor_names=sprites.FACTORS,
+    )
+
+
 def expected_files(name: str) -> str:
     """The files data set ``name`` reads from its ``--data-dir``, in words."""
+    if name == "sprites":
+        return f"{sprites.DSPRITES_FILE} (optional: without it the images are drawn)"
     if name == "binarized-mnist":
         return ", ".join(f"binarized_mnist_{s}.amat[.gz]" for s in AMAT_SPLITS)
     folder = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}[name]

@@ -1,4 +1,5 @@
-"""``pyrovae evaluate``: the bounds L_k of a trained run and its active units, into ``bounds.csv``."""
+"""``pyrovae evaluate``: the bounds L_k of a trained run and its active units, into ``bounds.csv``; with
+``--disentanglement``, the disentanglement metrics against the data set's factors, into ``disentanglement.csv``."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import pandas as pd
 import torch
 
 from pyrovae.checkpoint import atomic_write_text
+from pyrovae.data import SPLIT_SEED
 from pyrovae.distributed import Shard
 from pyrovae.inference.bounds import bound_table
 from pyrovae.inference.clustering import categorical_sites, cluster_assignments, clustering_accuracy
-from pyrovae.inference.diagnostics import active_units, stochastic_latents
+from pyrovae.inference.diagnostics import active_units, posterior_means, stochastic_latents
+from pyrovae.inference.disentanglement import disentanglement_scores
 from pyrovae.lock import run_lock
 from pyrovae.primitives import batch_args
 from pyrovae.store import LoadedRun, check_writable, load_run, load_run_data
@@ -89,6 +92,43 @@ def evaluate_run(
         table["images"] = images if limit is None else min(limit, images)
         atomic_write_text(run_dir / "bounds.csv", table.to_csv(index=False))
         return table, active_units(run.guide, batches()), clusters
+
+
+def evaluate_disentanglement(
+    run_dir: str | Path,
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    batch_size: int = 100,
+    device: str = "auto",
+    model_file: str | None = None,
+) -> dict[str, float]:
+    """The disentanglement metrics of a run's posterior means E_q[z | x] against its data set's factors (sprites),
+    on ``split``; writes ``RUN_DIR/disentanglement.csv`` (one row: each metric, ``split``, ``images``).
+
+    The codes are the means of every latent site of the guide, side by side (a point-mass guide's values).
+    The metrics' draws are seeded with the run's seed
+    (:func:`~pyrovae.inference.disentanglement.disentanglement_scores`).
+
+    :raises DataError: a data set without factors.
+    """
+    run_dir = Path(run_dir)
+    run = load_run(run_dir, device, model_file=model_file)
+    check_writable(run_dir, "disentanglement.csv")
+    with run_lock(run_dir, "evaluate"):
+        data = load_run_data(run.config, device)
+        factors = data.factors_of(split)
+        x = data.split(split)
+        if limit is not None and limit < len(x):  # the same seeded subset as the bounds' (eval_batches)
+            subset = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))[:limit]
+            factors = factors[subset.to(factors.device)]
+        with torch.no_grad():
+            means = posterior_means(run.guide, data.eval_batches(split, batch_size, limit=limit))
+        codes = torch.cat([means[name] for name in sorted(means)], dim=-1)
+        scores = disentanglement_scores(codes.cpu().numpy(), factors.cpu().numpy(), seed=run.config.train.seed)
+        row = {**scores, "split": split, "images": len(codes)}
+        atomic_write_text(run_dir / "disentanglement.csv", pd.DataFrame([row]).to_csv(index=False))
+        return scores
 
 
 def point_mass(guide: Callable, batches: Callable[[], Iterator]) -> bool:

@@ -55,6 +55,9 @@ class RunConfig:
     valid_fraction: float | None = None  # hold out this fraction of the training split for validation (seeded)
     label_column: str | None = None  # a table (.csv, .tsv): its column of class labels, a header name or an index
     data_dir: str | None = None  # where the data files are (unused by mnist-5k); absolute since pyrovae train stores it
+    # sprites: how many images are drawn from the 737,280 of the product (seeded, fixed); "all": every one;
+    # None: the data set's default (pyrovae.sprites.DEFAULT_SIZE)
+    data_size: int | str | None = None
     # where the model came from: a built-in name (pyrovae.spec.BUILTIN), "spec", "file", or a VQ-VAE stage
     # (pyrovae.models.vqvae.VQ_MODELS: vqvae, vqvae-prior)
     model: str = "vae"
@@ -78,6 +81,8 @@ class RunConfig:
         :class:`~pyrovae.errors.FieldError` naming it."""
         if not (isinstance(self.dataset, str) and is_data_file(self.dataset)):
             check_choice("dataset", self.dataset, DATASETS)
+        if self.data_size is not None and self.data_size != "all":
+            check_int("data_size", self.data_size)
         for name in ("test_fraction", "valid_fraction"):
             value = getattr(self, name)
             if value is None and name == "valid_fraction":  # none held out
@@ -147,6 +152,8 @@ class RunConfig:
 
 # The objective options' command-line names (and their keys in train settings before objective_options).
 FLAT_OPTIONS = {"particles": "num_particles", "iwae_gradient": "gradient", "alpha": "alpha"}
+# Every objective option's command-line name (those of the newer objectives were never flat train settings).
+OBJECTIVE_FLAGS = FLAT_OPTIONS | {name: name for name in ("tc_weight", "gamma", "capacity", "capacity_steps")}
 
 
 def _objective_options(train: dict) -> dict:

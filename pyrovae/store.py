@@ -271,4 +271,5 @@ def load_run_data(config: RunConfig, device: str = "auto") -> Dataset:
         test_fraction=config.test_fraction,
         valid_fraction=config.valid_fraction,
         label_column=config.label_column,
+        size=config.data_size,
     )

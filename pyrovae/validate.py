@@ -29,7 +29,7 @@ from pyrovae.errors import FieldError, InputError, check_float, check_int
 from pyrovae.inference.objectives import OBJECTIVES, check_options, objective_options
 from pyrovae.inference.train_config import TrainConfig
 from pyrovae.models.vqvae import VQ_FIGURES, VQ_MODELS, check_vq_options
-from pyrovae.run_config import FLAT_OPTIONS, OVERRIDES, RunConfig, check_overrides, model_spec, read_config
+from pyrovae.run_config import OBJECTIVE_FLAGS, OVERRIDES, RunConfig, check_overrides, model_spec, read_config
 from pyrovae.store import check_is_run_dir
 
 MODEL = ("model", "spec", "model_file", "model_digest")  # RunConfig's model fields, set by _model
@@ -96,9 +96,9 @@ def check_train(args: argparse.Namespace, *, given: set[str]) -> RunConfig:
 def _objective_flags(args: argparse.Namespace, given: set[str]) -> dict:
     """The objective options given on the command line (``--particles``, ...) by their names; one that the
     objective does not take is refused, naming the objectives that do."""
-    options = {FLAT_OPTIONS[k]: getattr(args, k) for k in sorted(given & set(FLAT_OPTIONS))}
+    options = {OBJECTIVE_FLAGS[k]: getattr(args, k) for k in sorted(given & set(OBJECTIVE_FLAGS))}
     takes = objective_options(args.objective)
-    for flag, name in FLAT_OPTIONS.items():
+    for flag, name in OBJECTIVE_FLAGS.items():
         if name in options and name not in takes:
             users = [o for o in OBJECTIVES if name in objective_options(o)]
             raise UsageError(
@@ -232,8 +232,8 @@ def _repeats(name: str, args: argparse.Namespace, config: RunConfig, given: set[
     value = getattr(args, name)
     if name in {f.name for f in fields(TrainConfig)}:
         return getattr(config.train, name) == value
-    if name in FLAT_OPTIONS:
-        option = FLAT_OPTIONS[name]
+    if name in OBJECTIVE_FLAGS:
+        option = OBJECTIVE_FLAGS[name]
         return check_options(config.train.objective, config.train.objective_options).get(option) == value
     if name == "model_file":
         return config.model == "file"  # checked against the run's file and digest when the model is built
@@ -267,15 +267,18 @@ def _as_options() -> Iterator[None]:
         yield
     except FieldError as e:
         name = e.field.removeprefix("train.").removeprefix("vq.")
-        flags = {f"objective_options.{option}": flag for flag, option in FLAT_OPTIONS.items()}
+        flags = {f"objective_options.{option}": flag for flag, option in OBJECTIVE_FLAGS.items()}
         raise e.renamed("--" + flags.get(name, name).replace("_", "-")) from None
 
 
 def check_config(config: RunConfig) -> None:
     """What the configuration's own checks cannot know: the data directory, the device, the model's fit."""
     check_device(config.device)
-    if config.dataset != "mnist-5k" and not is_data_file(config.dataset):
+    generated = config.dataset in ("mnist-5k", "sprites")  # need no files (sprites reads dSprites' where given)
+    if not is_data_file(config.dataset) and (not generated or config.data_dir is not None):
         require_data_dir(config.dataset, config.data_dir)
+    if config.data_size is not None and config.dataset != "sprites":
+        raise UsageError(f"--data-size applies to --dataset sprites, not {config.dataset}; drop it")
     check_model(config)
 
 
@@ -355,6 +358,8 @@ def _check_objective(config: RunConfig, model: spec.ModelSpec) -> None:
             f"(a {model.guide_family(z).name} guide against a {model.prior_family(z).name} prior): use --objective "
             "elbo or iwae"
         )
+    if config.train.objective in ("tc-elbo", "capacity"):
+        check_spread_objective(config.train.objective, model)
     if config.train.objective_options.get("gradient") == "dreg":
         stochastic = [z for z in model.latents if not model.guide_family(z).capabilities.reparameterized]
         if stochastic:
@@ -369,6 +374,34 @@ def _check_objective(config: RunConfig, model: spec.ModelSpec) -> None:
         )
 
 
+def check_spread_objective(objective: str, model: spec.ModelSpec) -> None:
+    """tc-elbo and capacity work on a reparameterized posterior's spread: refuse point masses, discrete and
+    score-function latents, and for tc-elbo more than one latent or one whose guide does not factorize."""
+    what = "the total correlation of q(z)" if objective == "tc-elbo" else "the KL of q(z | x) held at a target"
+    if model.deterministic:
+        raise UsageError(
+            f"--objective {objective} works on {what}, and this model's code is a point mass (an autoencoder); "
+            "use --objective elbo"
+        )
+    for z in model.latents:
+        capabilities = model.guide_family(z).capabilities
+        if capabilities.enumerable or not capabilities.reparameterized:
+            raise UsageError(
+                f"--objective {objective} needs reparameterized continuous latents, and {z.name!r} is not; use "
+                "--objective elbo"
+            )
+    if objective == "tc-elbo" and len(model.latents) != 1:
+        raise UsageError(
+            f"--objective tc-elbo estimates the total correlation of one latent, and this model has "
+            f"{len(model.latents)}; use --objective elbo or a model with one latent"
+        )
+    if objective == "tc-elbo" and not model.guide_family(model.latents[0]).capabilities.factorized:
+        raise UsageError(
+            f"--objective tc-elbo needs a guide that factorizes over the dimensions of z, and "
+            f"{model.guide_family(model.latents[0]).name} does not; use --guide diag"
+        )
+
+
 def check_evaluate(args: argparse.Namespace) -> None:
     """``pyrovae evaluate``: the run directory, the device and the sizes."""
     check_run_dir(args.run_dir)
@@ -378,6 +411,13 @@ def check_evaluate(args: argparse.Namespace) -> None:
         _positive_int(chunk_size=args.chunk_size)
     if args.limit is not None:
         _positive_int(limit=args.limit)
+    if args.disentanglement:
+        config, _ = _run_config_and_model(Path(args.run_dir))
+        if config is not None and config.dataset != "sprites":
+            raise UsageError(
+                f"--disentanglement compares the codes with a data set's factors, and {args.run_dir} was trained on "
+                f"{config.dataset}, which has none; it applies to runs on --dataset sprites"
+            )
 
 
 def check_sample(args: argparse.Namespace) -> None:

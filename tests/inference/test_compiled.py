@@ -24,6 +24,8 @@ OBJECTIVES = [
     ("iwae", {"num_particles": 3, "gradient": "dreg"}),
     ("renyi", {"num_particles": 3, "alpha": 0.5}),
     ("renyi", {"num_particles": 3, "alpha": 0.0}),
+    ("tc-elbo", {"tc_weight": 4.0}),
+    ("tc-elbo", {"num_particles": 3}),
 ]
 
 

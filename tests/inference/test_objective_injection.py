@@ -91,7 +91,10 @@ def test_config_defaults_when_omitted():
 
 @pytest.mark.parametrize(
     ("objective", "message"),
-    [(object(), "objective must be a name in elbo"), ("vi", "objective must be one of elbo, mf-elbo, iwae, renyi")],
+    [
+        (object(), "objective must be a name in elbo"),
+        ("vi", "objective must be one of elbo, mf-elbo, iwae, renyi, tc-elbo, capacity"),
+    ],
 )
 def test_an_objective_that_is_not_one_is_refused(objective, message: str):
     with pytest.raises((TypeError, ValueError), match=message):

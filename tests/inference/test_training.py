@@ -232,7 +232,7 @@ def test_resumed_trainer_uses_its_own_learning_rate(small_data):
         ({"seed": 2**32}, "seed must be in 0 .. 4294967295"),
         ({"beta": 1e39}, "beta must be a finite number that float32 can hold"),
         ({"objective": "renyi", "objective_options": {"alpha": 1.0}}, "objective_options.alpha must not be 1"),
-        ({"objective": "ewae"}, "objective must be one of elbo, mf-elbo, iwae, renyi, got 'ewae'"),
+        ({"objective": "ewae"}, "objective must be one of elbo, mf-elbo, iwae, renyi, tc-elbo, capacity, got 'ewae'"),
         ({"kl_anneal": "linear:0"}, "kl_anneal linear:0: STEPS must be a positive integer"),
     ],
 )
