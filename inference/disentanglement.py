@@ -90,6 +90,17 @@ class _Groups:
         return self.order[self.starts[g] + rng.integers(0, self.counts[g], (len(anchors), size))]
 
 
+def _by_factor(
+    groups: list[_Groups], num: int, per_item: int, rng: np.random.Generator
+) -> tuple[np.ndarray, list[tuple[_Groups, np.ndarray]]]:
+    """``(num,)`` factors k held fixed, drawn uniformly, and the points of each k in memory-bounded chunks:
+    ``[(group of k, point indices)]``, for the vote-based scores to fill in chunk by chunk."""
+    ks = rng.integers(0, len(groups), num)
+    return ks, [
+        (group, chunk) for k, group in enumerate(groups) for chunk in _chunks(np.flatnonzero(ks == k), per_item)
+    ]
+
+
 def _discretize(codes: np.ndarray, bins: int) -> np.ndarray:
     """``(N, D)`` bin of each code among ``bins`` equal-width bins over its own range (histogram_discretize)."""
     return np.stack([np.digitize(c, np.histogram(c, bins)[1][:-1]) for c in codes.T], axis=1)
@@ -126,13 +137,12 @@ def _beta_vae_points(
     codes: np.ndarray, groups: list[_Groups], num: int, batch_size: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(num, D)`` features, mean over ``batch_size`` pairs sharing factor k of |z1 - z2|, and ``(num,)`` k."""
-    ks = rng.integers(0, len(groups), num)  # the factor held fixed by each point
+    ks, chunks = _by_factor(groups, num, batch_size * codes.shape[1], rng)  # the factor held fixed by each point
     features = np.empty((num, codes.shape[1]))
-    for k, group in enumerate(groups):
-        for chunk in _chunks(np.flatnonzero(ks == k), batch_size * codes.shape[1]):
-            first = rng.integers(0, len(codes), (len(chunk), batch_size))  # (M, L) rows
-            second = group.draw(first.ravel(), 1, rng).reshape(first.shape)  # (M, L) rows sharing v_k
-            features[chunk] = np.abs(codes[first] - codes[second]).mean(axis=1)  # (M, L, D) -> (M, D)
+    for group, chunk in chunks:
+        first = rng.integers(0, len(codes), (len(chunk), batch_size))  # (M, L) rows
+        second = group.draw(first.ravel(), 1, rng).reshape(first.shape)  # (M, L) rows sharing v_k
+        features[chunk] = np.abs(codes[first] - codes[second]).mean(axis=1)  # (M, L, D) -> (M, D)
     return features, ks
 
 
@@ -169,12 +179,11 @@ def _factor_vae_votes(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(num,)`` factor k of each vote and ``(num,)`` the (active) dimension of least variance of
     ``batch_size`` rows sharing a value of k, that value taken from a uniformly drawn row."""
-    ks = rng.integers(0, len(groups), num)
+    ks, chunks = _by_factor(groups, num, batch_size * normalized.shape[1], rng)
     dims = np.empty(num, dtype=np.int64)
-    for k, group in enumerate(groups):
-        for chunk in _chunks(np.flatnonzero(ks == k), batch_size * normalized.shape[1]):
-            rows = group.draw(rng.integers(0, len(normalized), len(chunk)), batch_size, rng)  # (M, B)
-            dims[chunk] = normalized[rows].var(axis=1, ddof=1).argmin(axis=1)  # (M, B, D') -> (M, D') -> (M,)
+    for group, chunk in chunks:
+        rows = group.draw(rng.integers(0, len(normalized), len(chunk)), batch_size, rng)  # (M, B)
+        dims[chunk] = normalized[rows].var(axis=1, ddof=1).argmin(axis=1)  # (M, B, D') -> (M, D') -> (M,)
     return ks, dims
 
 
