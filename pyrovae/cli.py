@@ -473,12 +473,12 @@ def _train(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from pyrovae import distributed
-    from pyrovae.evaluate import evaluate_disentanglement, evaluate_run
+    from pyrovae.evaluate import evaluate_run
     from pyrovae.validate import check_evaluate
 
     shard = distributed.from_env()  # under torchrun: the batches shared out, the bounds gathered
     check_evaluate(args)
-    table, active, clusters = evaluate_run(
+    table, active, clusters, scores = evaluate_run(
         args.run_dir,
         ks=args.k,
         split=args.split,
@@ -488,6 +488,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         device=args.device,
         model_file=args.model_file,
         shard=shard,
+        disentanglement=args.disentanglement,
     )
     if shard is not None and not shard.main:
         return
@@ -500,14 +501,6 @@ def _evaluate(args: argparse.Namespace) -> None:
     for site, (kind, accuracy) in clusters.items():
         print(f"{kind} accuracy of q({site} | x): {accuracy:.3f} ({how[kind]})")
     if args.disentanglement:
-        scores = evaluate_disentanglement(
-            args.run_dir,
-            split=args.split,
-            limit=args.limit,
-            batch_size=args.batch_size,
-            device=args.device,
-            model_file=args.model_file,
-        )
         print("disentanglement: " + ", ".join(f"{name} {value:.3f}" for name, value in scores.items()))
 
 

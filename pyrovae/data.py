@@ -182,13 +182,20 @@ class Dataset:
         :param labels: yield ``(x, y)`` pairs, as :meth:`train_batches`.
         """
         x, y = self.split(split), self.labels_of(split) if labels else None
-        if limit is not None and limit < x.shape[0]:
-            subset = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(SPLIT_SEED))[:limit]
-            x, y = x[subset.to(x.device)], None if y is None else y[subset.to(y.device)]
+        if (subset := self.eval_subset(split, limit)) is not None:
+            x, y = x[subset], None if y is None else y[subset]
         generator = torch.Generator(device=x.device).manual_seed(BINARIZE_SEED)
         for i, batch in enumerate(x.split(batch_size)):
             batch = torch.bernoulli(batch, generator=generator) if split in self.dynamic else batch
             yield batch if y is None else (batch, y[i * batch_size : (i + 1) * batch_size])
+
+    def eval_subset(self, split: str, limit: int | None) -> torch.Tensor | None:
+        """The rows of ``split`` that :meth:`eval_batches` reads with ``limit``, in their order: a seeded random
+        subset of ``limit`` of them; ``None`` for all of them (no limit, or one at least the split's size)."""
+        n = self.split(split).shape[0]
+        if limit is None or limit >= n:
+            return None
+        return torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))[:limit].to(self.device)
 
     def labels_of(self, split: str) -> torch.Tensor:
         """The ``(N,)`` class labels of a split, or a clear error for unlabelled data."""

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from pyrovae.checkpoint import atomic_write_text
-from pyrovae.data import SPLIT_SEED
+from pyrovae.data import Dataset
 from pyrovae.distributed import Shard
 from pyrovae.inference.bounds import bound_table
 from pyrovae.inference.clustering import categorical_sites, cluster_assignments, clustering_accuracy
@@ -34,7 +34,8 @@ def evaluate_run(
     device: str = "auto",
     model_file: str | None = None,
     shard: Shard | None = None,
-) -> tuple[pd.DataFrame | None, dict[str, int], dict[str, tuple[str, float]]]:
+    disentanglement: bool = False,
+) -> tuple[pd.DataFrame | None, dict[str, int], dict[str, tuple[str, float]], dict[str, float]]:
     """Bounds L_k on a split and active units; writes ``RUN_DIR/bounds.csv``.
 
     ``bounds.csv`` has a row per k: ``k``, ``bound``, ``stderr``, ``seconds``, ``bits_per_dim``
@@ -55,13 +56,20 @@ def evaluate_run(
     the classes (:mod:`pyrovae.inference.clustering`). The bounds of a model with a partially
     observed latent are those of x alone, log p(x), its labels not given; ``clustering`` otherwise.
 
+    The fourth item, with ``disentanglement``, is the disentanglement metrics of the posterior means of the split
+    against its factors (a data set with factors: sprites), also written to ``RUN_DIR/disentanglement.csv``
+    (one row: each metric, ``split``, ``images``); ``{}`` without.
+
     :param model_file: ``FILE.py:FACTORY`` of a run of a hand-written model (:mod:`pyrovae.model_file`).
+    :raises DataError: ``disentanglement`` for a data set without factors.
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir, device, model_file=model_file)
     main = shard is None or shard.main
     if main:
         check_writable(run_dir, "bounds.csv")
+        if disentanglement:
+            check_writable(run_dir, "disentanglement.csv")
     with run_lock(run_dir, "evaluate") if main else nullcontext():
         data = load_run_data(run.config, device)
         data.split(split)  # fail early, with the split names, on a typo
@@ -77,12 +85,13 @@ def evaluate_run(
             if run.model.probabilistic:
                 bound_table(run.model, run.guide, batches, computed, chunk_size=chunk_size, seed=seed, shard=shard,
                             progress=False)  # fmt: skip
-            return None, {}, {}
+            return None, {}, {}, {}
+        scores = _disentanglement(run, data, run_dir, split, limit, batch_size) if disentanglement else {}
         clusters = {}
         if split in data.labels and not reads_labels:  # a label the model reads is no clustering target
             clusters = _clustering(run, lambda: data.eval_batches(split, batch_size, limit=limit, labels=True))
         if not run.model.probabilistic:
-            return None, active_units(run.guide, batches()), clusters
+            return None, active_units(run.guide, batches()), clusters, scores
 
         rows = bound_table(run.model, run.guide, batches, computed, chunk_size=chunk_size, seed=seed, shard=shard)
         table = pd.DataFrame([rows[0] | {"k": k} for k in ks] if computed != ks else rows)
@@ -91,44 +100,25 @@ def evaluate_run(
         table["split"] = split
         table["images"] = images if limit is None else min(limit, images)
         atomic_write_text(run_dir / "bounds.csv", table.to_csv(index=False))
-        return table, active_units(run.guide, batches()), clusters
+        return table, active_units(run.guide, batches()), clusters, scores
 
 
-def evaluate_disentanglement(
-    run_dir: str | Path,
-    *,
-    split: str = "test",
-    limit: int | None = None,
-    batch_size: int = 100,
-    device: str = "auto",
-    model_file: str | None = None,
+def _disentanglement(
+    run: LoadedRun, data: Dataset, run_dir: Path, split: str, limit: int | None, batch_size: int
 ) -> dict[str, float]:
-    """The disentanglement metrics of a run's posterior means E_q[z | x] against its data set's factors (sprites),
-    on ``split``; writes ``RUN_DIR/disentanglement.csv`` (one row: each metric, ``split``, ``images``).
-
-    The codes are the means of every latent site of the guide, side by side (a point-mass guide's values).
-    The metrics' draws are seeded with the run's seed
-    (:func:`~pyrovae.inference.disentanglement.disentanglement_scores`).
-
-    :raises DataError: a data set without factors.
-    """
-    run_dir = Path(run_dir)
-    run = load_run(run_dir, device, model_file=model_file)
-    check_writable(run_dir, "disentanglement.csv")
-    with run_lock(run_dir, "evaluate"):
-        data = load_run_data(run.config, device)
-        factors = data.factors_of(split)
-        x = data.split(split)
-        if limit is not None and limit < len(x):  # the same seeded subset as the bounds' (eval_batches)
-            subset = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))[:limit]
-            factors = factors[subset.to(factors.device)]
-        with torch.no_grad():
-            means = posterior_means(run.guide, data.eval_batches(split, batch_size, limit=limit))
-        codes = torch.cat([means[name] for name in sorted(means)], dim=-1)
-        scores = disentanglement_scores(codes.cpu().numpy(), factors.cpu().numpy(), seed=run.config.train.seed)
-        row = {**scores, "split": split, "images": len(codes)}
-        atomic_write_text(run_dir / "disentanglement.csv", pd.DataFrame([row]).to_csv(index=False))
-        return scores
+    """The disentanglement metrics of the posterior means E_q[z | x] of ``split`` (every latent site of the
+    guide side by side; a point-mass guide's values) against its factors, seeded with the run's seed
+    (:func:`~pyrovae.inference.disentanglement.disentanglement_scores`); written to ``disentanglement.csv``."""
+    factors = data.factors_of(split)
+    if (subset := data.eval_subset(split, limit)) is not None:  # the rows the batches hold, in their order
+        factors = factors[subset]
+    with torch.no_grad():
+        means = posterior_means(run.guide, data.eval_batches(split, batch_size, limit=limit))
+    codes = torch.cat([means[name] for name in sorted(means)], dim=-1)
+    scores = disentanglement_scores(codes.cpu().numpy(), factors.cpu().numpy(), seed=run.config.train.seed)
+    row = {**scores, "split": split, "images": len(codes)}
+    atomic_write_text(run_dir / "disentanglement.csv", pd.DataFrame([row]).to_csv(index=False))
+    return scores
 
 
 def point_mass(guide: Callable, batches: Callable[[], Iterator]) -> bool:

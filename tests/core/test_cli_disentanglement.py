@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from pyrovae import cli
+from pyrovae.data import load_dataset
 
 from conftest import one_error_line
 
@@ -80,3 +82,13 @@ def test_disentanglement_needs_a_data_set_with_factors(trained, capsys):
     _, run = trained
     message = one_error_line(capsys, 2, cli.main(["evaluate", str(run), "--disentanglement"]))
     assert "trained on binarized-mnist, which has none" in message
+
+
+def test_a_limited_evaluation_pairs_each_image_with_its_own_factors():
+    """The factors of the seeded subset that the batches read, row for row: the labels (the shape) they carry
+    equal the shape factor of the rows :meth:`Dataset.eval_subset` names."""
+    data = load_dataset("sprites", size=300)
+    labels = torch.cat([y for _, y in data.eval_batches("test", 7, limit=20, labels=True)])
+    subset = data.eval_subset("test", 20)
+    assert len(subset) == 20 and torch.equal(labels, data.factors_of("test")[subset][:, 0])
+    assert data.eval_subset("test", 30) is None  # the whole split: all 30 rows, in order
