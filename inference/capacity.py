@@ -23,10 +23,8 @@ import dataclasses
 from collections.abc import Callable
 
 import torch
-from pyro.distributions import Delta
 from pyro.distributions.kl import kl_divergence
 
-from pyrovae.inference.diagnostics import factors
 from pyrovae.inference.log_weights import (
     ParticleTraces,
     enumerated_dims,
@@ -36,18 +34,7 @@ from pyrovae.inference.log_weights import (
     site_weight,
 )
 from pyrovae.inference.renyi import require_reparameterized
-from pyrovae.inference.vectorized import VectorizedObjective
-
-
-def require_spread(guide_trace, objective: str) -> None:
-    """Raise a clear error for a guide latent that is a point mass (an autoencoder's code), which has no
-    density for ``objective`` to work on."""
-    for site in sample_sites(guide_trace):
-        if not site["is_observed"] and isinstance(factors(site["fn"]), Delta):
-            raise NotImplementedError(
-                f"{objective}, and q({site['name']} | x) is a point mass (an autoencoder's code), which has no "
-                "posterior spread; use objective elbo"
-            )
+from pyrovae.inference.vectorized import VectorizedObjective, require_spread
 
 
 def kl_terms(traces: ParticleTraces) -> torch.Tensor:

@@ -34,7 +34,6 @@ from collections.abc import Callable
 import torch
 from pyro.distributions import Independent
 
-from pyrovae.inference.capacity import require_spread
 from pyrovae.inference.log_weights import (
     enumerated_dims,
     particle_traces,
@@ -43,7 +42,7 @@ from pyrovae.inference.log_weights import (
     traced_log_weights,
 )
 from pyrovae.inference.renyi import require_reparameterized
-from pyrovae.inference.vectorized import VectorizedObjective
+from pyrovae.inference.vectorized import VectorizedObjective, require_spread
 
 
 def pairwise_log_q(q: Independent, z: torch.Tensor) -> torch.Tensor:

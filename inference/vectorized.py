@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from pyro.distributions import Delta
 from pyro.infer import ELBO
 from pyro.poutine.trace_struct import Trace
 
-from pyrovae.inference.log_weights import particle_traces
+from pyrovae.inference.diagnostics import factors
+from pyrovae.inference.log_weights import particle_traces, sample_sites
 
 
 class VectorizedObjective(ELBO):
@@ -47,3 +49,14 @@ class VectorizedObjective(ELBO):
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward()
         return loss.item()
+
+
+def require_spread(guide_trace: Trace, objective: str) -> None:
+    """Raise a clear error for a guide latent that is a point mass (an autoencoder's code), which has no
+    density for ``objective`` to work on."""
+    for site in sample_sites(guide_trace):
+        if not site["is_observed"] and isinstance(factors(site["fn"]), Delta):
+            raise NotImplementedError(
+                f"{objective}, and q({site['name']} | x) is a point mass (an autoencoder's code), which has no "
+                "posterior spread; use objective elbo"
+            )

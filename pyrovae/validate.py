@@ -24,7 +24,7 @@ import torch
 from pyrovae import model_file, spec
 from pyrovae.arrays import is_data_file
 from pyrovae.checkpoint import CHECKPOINT, load_checkpoint
-from pyrovae.data import LABELLED, require_data_dir
+from pyrovae.data import FACTORED, LABELLED, require_data_dir
 from pyrovae.errors import FieldError, InputError, check_float, check_int
 from pyrovae.inference.objectives import OBJECTIVES, check_options, objective_options
 from pyrovae.inference.train_config import TrainConfig
@@ -413,10 +413,10 @@ def check_evaluate(args: argparse.Namespace) -> None:
         _positive_int(limit=args.limit)
     if args.disentanglement:
         config, _ = _run_config_and_model(Path(args.run_dir))
-        if config is not None and config.dataset != "sprites":
+        if config is not None and config.dataset not in FACTORED:
             raise UsageError(
                 f"--disentanglement compares the codes with a data set's factors, and {args.run_dir} was trained on "
-                f"{config.dataset}, which has none; it applies to runs on --dataset sprites"
+                f"{config.dataset}, which has none; it applies to runs on --dataset {' or '.join(FACTORED)}"
             )
 
 

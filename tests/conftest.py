@@ -43,6 +43,11 @@ def clean_pyro():
     pyro.clear_param_store()
 
 
+def binary(n: int, dim: int = 12) -> torch.Tensor:
+    """``(n, dim)`` Bernoulli(0.3) pixels, the same for the same sizes: a batch for an objective's value."""
+    return torch.bernoulli(torch.full((n, dim), 0.3), generator=torch.Generator().manual_seed(0))
+
+
 def binary_images(n: int, dim: int = 784, seed: int = 0) -> np.ndarray:
     """Binary rows with structure an autoencoder can learn: noisy copies of 4 prototypes."""
     rng = np.random.default_rng(seed)

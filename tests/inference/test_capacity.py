@@ -8,11 +8,7 @@ from pyrovae.inference import TrainConfig, Trainer, make_objective
 from pyrovae.inference.capacity import CapacityELBO
 from pyrovae.inference.compiled import untraceable
 
-from conftest import make_vae
-
-
-def binary(n: int, dim: int = 12) -> torch.Tensor:
-    return torch.bernoulli(torch.full((n, dim), 0.3), generator=torch.Generator().manual_seed(0))
+from conftest import binary, make_vae
 
 
 @pytest.mark.parametrize("step", [0, 50, 100, 400])

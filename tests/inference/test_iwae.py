@@ -8,12 +8,8 @@ from pyro.infer import SVI, Trace_ELBO
 from pyrovae.inference import IWAE, RenyiBound, iwae_bound, make_objective
 from pyrovae.primitives import data_plate
 
-from conftest import make_vae
+from conftest import binary, make_vae
 from linear_gaussian import LinearGaussian
-
-
-def binary(n: int, dim: int = 12) -> torch.Tensor:
-    return torch.bernoulli(torch.full((n, dim), 0.3), generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("gradient", ["standard", "dreg"])

@@ -4,11 +4,7 @@ from pyro.distributions.kl import kl_divergence
 
 from pyrovae.inference import log_weights, make_objective
 
-from conftest import make_vae
-
-
-def binary(n: int, dim: int = 12) -> torch.Tensor:
-    return torch.bernoulli(torch.full((n, dim), 0.3), generator=torch.Generator().manual_seed(0))
+from conftest import binary, make_vae
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.25, 1.0, 4.0])

@@ -8,11 +8,7 @@ import torch
 from pyrovae.inference import make_objective
 from pyrovae.inference.tc_elbo import TCELBO, pairwise_log_q, total_correlation
 
-from conftest import make_vae
-
-
-def binary(n: int, dim: int = 12) -> torch.Tensor:
-    return torch.bernoulli(torch.full((n, dim), 0.3), generator=torch.Generator().manual_seed(0))
+from conftest import binary, make_vae
 
 
 @pytest.mark.parametrize("particles", [(), (3,)])
